@@ -1,0 +1,86 @@
+"""What a scheduler step decides, its limits, and why admission stopped."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from aps.core.errors import ConfigError
+from aps.core.request import Request
+
+
+class StopReason(str, Enum):
+    """Why the step admitted no more waiting requests."""
+
+    NO_WAITING = "no_waiting"
+    MAX_SEQS = "max_num_seqs"
+    TOKEN_BUDGET = "token_budget"
+    KV_CACHE = "kv_cache"
+    PREEMPTED = "preempted"  # running requests were preempted this step: admit nothing
+    WINDOW = "window"  # micro: the batching window is still open
+    BATCH_RUNNING = "batch_running"  # micro: the current batch runs to completion
+
+
+@dataclass(slots=True)
+class BatchConfig:
+    """Batch formation limits.
+
+    `continuous` (vLLM, SGLang, TGI): every iteration decodes the running requests and admits
+    waiting ones in policy order while seats, the token budget and KV blocks allow; long prompts
+    are prefilled in chunks. `micro` (the seed documents): gather requests for `window_s` or
+    until `max_batch`, admit what fits the KV cache, run that batch to completion.
+    """
+
+    mode: str = "continuous"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    chunked_prefill: bool = True
+    priority_preemption: bool = False  # a waiting request may evict a lower-ranked running one
+    window_s: float = 0.010
+    max_batch: int = 16
+    adaptive_window: bool = False  # micro: the entropy-driven governor sets the window
+    kv_capacity_tokens: int = 32768
+    block_size: int = 16
+    max_waiting: int | None = None  # bound on queued requests (all tenants)
+    max_waiting_per_tenant: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("continuous", "micro"):
+            raise ConfigError(f"batch mode must be 'continuous' or 'micro', got {self.mode!r}")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_batch",
+                     "kv_capacity_tokens", "block_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_s < 0:
+            raise ConfigError(f"window_s must be >= 0, got {self.window_s}")
+        if self.kv_capacity_tokens < self.block_size:
+            raise ConfigError("kv_capacity_tokens must hold at least one block")
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """One iteration's decision, plus every request that ended since the previous plan.
+
+    `scheduled` pairs each request with the tokens to compute for it this iteration: the whole
+    pending prompt or a chunk of it (prefill), or 1 (decode). Hand the plan back to
+    `Scheduler.complete_step` once the iteration has run.
+    """
+
+    now: float
+    scheduled: list[tuple[Request, int]] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+    finished: list[Request] = field(default_factory=list)
+    rejected: list[Request] = field(default_factory=list)
+    cancelled: list[Request] = field(default_factory=list)
+    stop_reason: StopReason = StopReason.NO_WAITING
+    next_wakeup: float | None = None  # when idle: the earliest time a step could do something
+
+    @property
+    def num_tokens(self) -> dict[str, int]:
+        return {req.request_id: n for req, n in self.scheduled}
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
+
+    def __bool__(self) -> bool:
+        return bool(self.scheduled)

@@ -1,0 +1,89 @@
+"""A request and its lifecycle.
+
+    WAITING ──> RUNNING ──> FINISHED
+       │  ^        │
+       │  └── PREEMPTED (recompute: its KV is dropped, it waits again)
+       v
+    THROTTLED (over its tenant's limits, outside the run queue) ──> WAITING
+
+Any live state may end in CANCELLED; a request refused at submit is REJECTED; a request the
+executor could not run is FAILED. Those four are terminal and each request reaches one of them
+exactly once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Status(str, Enum):
+    WAITING = "waiting"
+    THROTTLED = "throttled"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Status.FINISHED, Status.CANCELLED, Status.REJECTED, Status.FAILED})
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One inference request. Token counts are what the scheduler plans with.
+
+    `max_tokens` is the most output tokens the request may produce; in the simulator it is
+    the trace's true output length, in the server the engine may stop earlier (EOS).
+    """
+
+    request_id: str
+    tenant_id: str
+    prompt_tokens: int
+    max_tokens: int
+    arrival: float
+    bid: int | None = None  # None: the tenant's default bid
+
+    status: Status = Status.WAITING
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache
+    num_output_tokens: int = 0
+    num_preemptions: int = 0
+    reserved_tokens: int = 0  # taken from the tenant's bucket, refunded in part at the end
+    first_scheduled: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+    reason: str = ""  # why it was rejected, failed or stopped
+    queue_seq: int = -1  # set by the waiting queue: its entry, for O(1) lazy removal
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens to compute before the next output token can be sampled."""
+        return self.prompt_tokens + self.num_output_tokens - self.num_computed_tokens
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_pending_tokens > 1
+
+    @property
+    def queue_time(self) -> float | None:
+        return None if self.first_scheduled is None else self.first_scheduled - self.arrival
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.arrival
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.finished is None else self.finished - self.arrival
+
+    @property
+    def tpot(self) -> float | None:
+        """Mean time per output token after the first."""
+        if self.finished is None or self.first_token is None or self.num_output_tokens < 2:
+            return None
+        return (self.finished - self.first_token) / (self.num_output_tokens - 1)

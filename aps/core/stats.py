@@ -1,0 +1,98 @@
+"""Latency and fairness statistics, as DESIGN.md "Metrics" defines them."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linearly interpolated; nan for no values."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    """p50, p90, p99 and mean of the values that are not None."""
+    xs = sorted(v for v in values if v is not None)
+    if not xs:
+        return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "mean": math.nan}
+    return {"p50": percentile(xs, 50), "p90": percentile(xs, 90), "p99": percentile(xs, 99),
+            "mean": math.fsum(xs) / len(xs)}
+
+
+def jain_index(xs: Sequence[float]) -> float:
+    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when all equal, 1/n when one has all."""
+    if not xs:
+        return math.nan
+    square_sum = math.fsum(x * x for x in xs)
+    if square_sum == 0:
+        return 1.0
+    return math.fsum(xs) ** 2 / (len(xs) * square_sum)
+
+
+def fair_shares(demand: Mapping[str, float], weight: Mapping[str, float],
+                capacity: float) -> dict[str, float]:
+    """Weighted max-min fair shares of `capacity` (water-filling).
+
+    A tenant asking for less than its weighted share gets all it asked for; what it leaves is
+    split among the others by weight.
+    """
+    share = {t: 0.0 for t in demand}
+    active = {t for t, d in demand.items() if d > 0}
+    left = capacity
+    while active and left > 1e-12:
+        total_w = math.fsum(weight[t] for t in active)
+        level = left / total_w
+        sated = {t for t in active if demand[t] - share[t] <= level * weight[t]}
+        if not sated:
+            for t in active:
+                share[t] += level * weight[t]
+            break
+        for t in sated:
+            left -= demand[t] - share[t]
+            share[t] = demand[t]
+        active -= sated
+    return share
+
+
+def entitlement_ratios(service: Mapping[str, float], demand: Mapping[str, float],
+                       weight: Mapping[str, float]) -> dict[str, float]:
+    """x_i = service_i / min(demand_i, weighted fair share_i): 1.0 = got all it was entitled to.
+
+    The capacity shared is the total service actually delivered, so a light tenant that asked
+    for little is not counted as treated unfairly for getting little.
+    """
+    shares = fair_shares(demand, weight, math.fsum(service.values()))
+    return {t: service[t] / shares[t] for t in demand if shares[t] > 0}
+
+
+def fairness_index(service: Mapping[str, float], demand: Mapping[str, float],
+                   weight: Mapping[str, float]) -> float:
+    """Jain's index over entitlement ratios: 1.0 when every tenant got what it was entitled to."""
+    return jain_index(list(entitlement_ratios(service, demand, weight).values()))
+
+
+def max_service_gap(samples: Iterable[tuple[float, Mapping[str, float]]],
+                    backlogged: Iterable[tuple[str, str]] | None = None) -> float:
+    """VTC's measure: the largest difference in service two tenants received over any window,
+    from samples `(time, {tenant: cumulative weighted service})` taken while both were
+    backlogged. For a pair, with d(t) = S_a(t) - S_b(t), the worst window gap is
+    max over t1 < t2 of |d(t2) - d(t1)|: the range of d. `backlogged` limits the pairs.
+    """
+    lo: dict[tuple[str, str], float] = {}
+    hi: dict[tuple[str, str], float] = {}
+    pairs = None if backlogged is None else list(backlogged)
+    for _, cumulative in samples:
+        names = sorted(cumulative)
+        these = pairs or [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        for a, b in these:
+            d = cumulative[a] - cumulative[b]
+            key = (a, b)
+            lo[key] = min(lo.get(key, d), d)
+            hi[key] = max(hi.get(key, d), d)
+    return max((hi[k] - lo[k] for k in hi), default=0.0)

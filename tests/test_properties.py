@@ -1,0 +1,119 @@
+"""Properties over random workloads and configurations (hypothesis)."""
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aps.core import (BatchConfig, NeverFits, OverLimit, Request, Scheduler, Status, Tenant)
+from aps.core.policies import POLICIES
+
+TENANTS = ["t0", "t1", "t2"]
+
+
+@st.composite
+def configs(draw):
+    mode = draw(st.sampled_from(["continuous", "micro"]))
+    block = draw(st.sampled_from([1, 4, 16]))
+    return BatchConfig(
+        mode=mode,
+        max_num_seqs=draw(st.integers(1, 8)),
+        max_num_batched_tokens=draw(st.integers(8, 256)),
+        chunked_prefill=draw(st.booleans()),
+        priority_preemption=draw(st.booleans()),
+        window_s=draw(st.sampled_from([0.0, 0.005, 0.02])),
+        max_batch=draw(st.integers(1, 8)),
+        kv_capacity_tokens=draw(st.integers(4, 64)) * 16,
+        block_size=block,
+    )
+
+
+@st.composite
+def tenant_sets(draw):
+    out = []
+    for name in TENANTS:
+        limited = draw(st.booleans())
+        out.append(Tenant(
+            name, weight=draw(st.sampled_from([0.5, 1.0, 2.0])), bid=draw(st.integers(1, 10)),
+            token_rate=400.0 if limited else None, token_burst=2000.0 if limited else None,
+            max_concurrent=draw(st.one_of(st.none(), st.integers(1, 4))),
+            over_limit=draw(st.sampled_from(list(OverLimit)))))
+    return out
+
+
+requests = st.lists(st.tuples(
+    st.sampled_from(TENANTS), st.integers(1, 200), st.integers(1, 60),
+    st.floats(0, 0.5), st.one_of(st.none(), st.integers(1, 10)),
+    st.booleans()), min_size=1, max_size=40)
+
+
+def check_invariants(s: Scheduler, plan, seen_in_plan):
+    b, kv = s.batch, s.kv
+    assert 0 <= kv.num_free_blocks <= kv.num_blocks
+    assert sum(kv.held(r.request_id) for r in s.running) == kv.num_used_blocks
+    ids = [r.request_id for r, _ in plan.scheduled]
+    assert len(ids) == len(set(ids)), "a request scheduled twice in one step"
+    if b.mode == "continuous":
+        assert len(s.running) <= b.max_num_seqs
+        assert plan.num_batched_tokens <= b.max_num_batched_tokens
+    else:
+        assert len(s.running) <= b.max_batch
+    for r, n in plan.scheduled:
+        assert r.status is Status.RUNNING and 1 <= n <= r.num_pending_tokens
+        assert kv.held(r.request_id) * kv.block_size >= r.num_computed_tokens + n
+    for state in s.tenants.values():
+        if state.tokens is not None:
+            assert state.tokens.level <= state.tokens.burst + 1e-9
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs(), ts=tenant_sets(), policy=st.sampled_from(POLICIES), reqs=requests,
+       cancel_at=st.integers(0, 30))
+def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
+    s = Scheduler(ts, policy=policy, batch=cfg)
+    submitted, to_cancel = [], []
+    pending = sorted(enumerate(reqs), key=lambda x: x[1][3])
+    now, i, step_no, ended = 0.0, 0, 0, {}
+    for _ in range(20_000):
+        while i < len(pending) and pending[i][1][3] <= now:
+            k, (tenant, prompt, out, at, bid, cancel) = pending[i]
+            r = Request(f"r{k}", tenant, prompt, out, at, bid)
+            try:
+                s.submit(r, now)
+            except NeverFits:
+                assert r.request_id not in s.requests
+            else:
+                submitted.append(r)
+                if cancel:
+                    to_cancel.append(r.request_id)
+            i += 1
+        if step_no == cancel_at:
+            for rid in to_cancel:
+                if rid in s.requests:
+                    held = s.cancel(rid, now)
+                    assert s.kv.held(rid) == 0 and held not in s.running
+        plan = s.step(now)
+        step_no += 1
+        for r in plan.finished + plan.rejected + plan.cancelled:
+            assert r.request_id not in ended, "a request ended twice"
+            ended[r.request_id] = r
+        check_invariants(s, plan, ended)
+        if plan:
+            now += 0.01
+            s.complete_step(plan, now)
+        elif i < len(pending) or s.requests:
+            options = [pending[i][1][3]] if i < len(pending) else []
+            if plan.next_wakeup is not None:
+                options.append(plan.next_wakeup)
+            assert options, "idle with live requests and nothing that could wake it"
+            now = max(now, min(options))
+        else:
+            break
+    else:
+        raise AssertionError("did not drain")
+    assert set(ended) == {r.request_id for r in submitted}, "a request was lost"
+    assert not s.requests and not s.running and s.kv.num_used_blocks == 0 and len(s.policy) == 0
+    for r in ended.values():
+        assert r.status.is_terminal
+        if r.status is Status.FINISHED:
+            assert r.num_output_tokens == r.max_tokens, "finished without exactly its tokens"
+            assert r.first_token is not None and r.arrival <= r.first_token <= r.finished
+    for state in s.tenants.values():
+        assert state.num_in_flight == 0 and not state.throttled
