@@ -63,7 +63,7 @@ def check_invariants(s: Scheduler, plan, seen_in_plan):
             assert state.tokens.level <= state.tokens.burst + 1e-9
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs(), ts=tenant_sets(), policy=st.sampled_from(POLICIES), reqs=requests,
        cancel_at=st.integers(0, 30))
 def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -11,11 +13,12 @@ app = typer.Typer(help="APS: a multi-tenant LLM inference scheduler.", no_args_i
                   add_completion=False)
 bench = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
-console = Console()
+# Piped output would wrap tables at 80 columns; give it room.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 
 
-@app.command()
-def demo(policy: str = typer.Option("aps", help="fifo, priority, aps, vtc or class+vtc")) -> None:
+@app.command("demo")
+def demo_command(policy: str = typer.Option("aps", help="fifo, priority, aps, vtc or class+vtc")) -> None:
     """Run the core on the seeds' stress test in miniature and show what each tenant got."""
     from aps.cli import core_demo as demo_mod
     result = demo_mod.run(policy)
@@ -26,6 +29,35 @@ def demo(policy: str = typer.Option("aps", help="fifo, priority, aps, vtc or cla
         table.add_row(tenant, str(r["bid"]), str(r["requests"]), f"{r['ttft_s']['p50']:.2f}",
                       f"{r['ttft_s']['p99']:.2f}", f"{r['max_wait_s']:.2f}", str(r["tokens"]))
     console.print(table)
+
+
+@app.command("simulate")
+def simulate_command(
+    scenario: str = typer.Argument(..., help="a shipped scenario name or a YAML file"),
+    policy: str = typer.Option(None, help="fifo, priority, aps, vtc, class+vtc (default: the scenario's)"),
+    model: str = typer.Option(None, help="model preset, e.g. llama-3-8b"),
+    gpu: str = typer.Option(None, help="GPU preset, e.g. a100-80gb, h100-sxm, seed-a100"),
+    tp: int = typer.Option(1, help="tensor-parallel degree (1, 2, 4, 8)"),
+    replicas: int = typer.Option(1, help="model replicas"),
+    router: str = typer.Option("round-robin", help="round-robin or least-outstanding-tokens"),
+    requests: int = typer.Option(None, help="number of requests (cut or tile the workload)"),
+    seed: int = typer.Option(0, help="random seed for generated traffic"),
+    batch: str = typer.Option("continuous", help="continuous or micro"),
+    alpha: float = typer.Option(None, help="aps: aging rate, bid points per second"),
+    step: bool = typer.Option(False, "--step", help="run every iteration (no fast-forward)"),
+    json_path: Path = typer.Option(None, "--json", help="write the summary as JSON"),
+    csv_path: Path = typer.Option(None, "--csv", help="write one row per request"),
+) -> None:
+    """Simulate GPUs serving a workload under a policy and print what each tenant got."""
+    from aps.cli import simulate as sim_cli
+    from aps.core import ApsError
+    try:
+        sim_cli.run(console, scenario, json_path, csv_path, policy=policy, model=model, gpu=gpu,
+                    tp=tp, replicas=replicas, router=router, requests=requests, seed=seed,
+                    batch=batch, alpha=alpha, fast=not step)
+    except (ApsError, ValueError, KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @bench.command("core")
@@ -46,6 +78,29 @@ def bench_core_command(as_json: bool = typer.Option(False, "--json", help="print
     d = result["step_detail_us_256"]
     console.print(f"continuous batching, 256 running: step {d['step_us']:.0f} us + complete_step "
                   f"{d['complete_step_us']:.0f} us = {d['cycle_us']:.0f} us per iteration")
+
+
+@bench.command("sim")
+def bench_sim_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    policy: str = typer.Option("aps", help="policy to simulate"),
+    scale: float = typer.Option(1.0, help="fraction of the request counts (for a quick look)"),
+) -> None:
+    """Simulated requests per wall-second: azure-conv tiled to 1M (fast) and 20k (step)."""
+    from aps.cli import bench_sim as mod
+    rows = mod.run(policy, scale)
+    if as_json:
+        print(json.dumps({"runs": rows}))
+        return
+    table = Table(title="simulator speed: azure-conv, Llama-2-7B on one A100-80GB, continuous")
+    for col in ("mode", "requests", "wall s", "requests/s", "peak RSS MB", "iterations",
+                "simulated s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["mode"], f"{r['requests']:,}", f"{r['wall_s']:.1f}",
+                      f"{r['requests_per_s']:,}", str(r["peak_rss_mb"]), f"{r['iterations']:,}",
+                      f"{r['simulated_s']:,}")
+    console.print(table)
 
 
 def main() -> None:

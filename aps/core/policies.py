@@ -27,6 +27,7 @@ class Policy(Protocol):
     def __len__(self) -> int: ...
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None: ...
     def rank(self, req: Request) -> tuple: ...
+    def heads(self) -> list[Request]: ...
 
 
 class _KeyedHeap:
@@ -87,6 +88,11 @@ class _KeyedHeap:
 
     def rank(self, req: Request) -> tuple:
         return self._entry(req, 0)[:-2]
+
+    def heads(self) -> list[Request]:
+        """Every request that could be popped next as service is recorded: keys are fixed."""
+        head = self.peek()
+        return [] if head is None else [head]
 
 
 class Fifo(_KeyedHeap):
@@ -159,7 +165,9 @@ class VirtualTokenCounter:
         self._queues: dict[str, _KeyedHeap] = {}  # per tenant, by arrival
         self._tenants: list[tuple[float, int, str]] = []  # lazy heap of backlogged tenants
         self._in_heap: set[str] = set()
-        self._seq = itertools.count()
+        # Equal counters are common (token counts are integers): break ties by a fixed order
+        # per tenant, so the choice never depends on how often the heap was refreshed.
+        self._order: dict[str, int] = {}
         self._len = 0
         self._last_served = 0.0
 
@@ -168,13 +176,14 @@ class VirtualTokenCounter:
         queue = self._queues.get(tenant)
         if queue is None:
             queue = self._queues[tenant] = Fifo()
+            self._order[tenant] = len(self._order)
         if not queue:
             self._lift(tenant)
         queue.push(req)
         self._len += 1
         if tenant not in self._in_heap:
             self._in_heap.add(tenant)
-            heapq.heappush(self._tenants, (self.counters[tenant], next(self._seq), tenant))
+            heapq.heappush(self._tenants, (self.counters[tenant], self._order[tenant], tenant))
 
     def _lift(self, tenant: str) -> None:
         floor = self._min_backlogged()
@@ -199,7 +208,7 @@ class VirtualTokenCounter:
                 heapq.heappop(heap)
                 self._in_heap.discard(tenant)
             elif counter != self.counters[tenant]:
-                heapq.heapreplace(heap, (self.counters[tenant], next(self._seq), tenant))
+                heapq.heapreplace(heap, (self.counters[tenant], self._order[tenant], tenant))
             else:
                 return tenant
         return None
@@ -233,6 +242,10 @@ class VirtualTokenCounter:
 
     def rank(self, req: Request) -> tuple:
         return (self.counters.get(req.tenant_id, 0.0), req.arrival)
+
+    def heads(self) -> list[Request]:
+        """Counters move with service, so any backlogged tenant's oldest request may be next."""
+        return [q.peek() for q in self._queues.values() if q]
 
 
 class ClassThenVtc:
@@ -290,6 +303,10 @@ class ClassThenVtc:
 
     def rank(self, req: Request) -> tuple:
         return (-req.bid, self.counters.get(req.tenant_id, 0.0), req.arrival)
+
+    def heads(self) -> list[Request]:
+        cls = self._highest()
+        return [] if cls is None else cls.heads()
 
 
 POLICIES = ("fifo", "priority", "aps", "vtc", "class+vtc")

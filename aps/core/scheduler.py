@@ -245,6 +245,8 @@ class Scheduler:
                 if freed is None:
                     return StopReason.MAX_SEQS
                 budget += freed
+                if policy.peek() is not head:  # evictions serve this head only: no cycles
+                    return StopReason.PREEMPTED
                 continue
             if budget == 0:
                 return StopReason.TOKEN_BUDGET
@@ -258,6 +260,8 @@ class Scheduler:
                 if freed is None:
                     return StopReason.KV_CACHE
                 budget += freed
+                if policy.peek() is not head:
+                    return StopReason.PREEMPTED
                 continue
             policy.pop()
             self._start(head, now)
@@ -340,6 +344,9 @@ class Scheduler:
             service[req.tenant_id] += n
             if sampled and (req.num_output_tokens >= req.max_tokens or (stopped and stopped(req))):
                 finished.append(req)
+        return self._finish_all(finished, now)
+
+    def _finish_all(self, finished: list[Request], now: float) -> list[Request]:
         for req in finished:
             self._end(req, Status.FINISHED, now)
         if finished:
@@ -395,31 +402,53 @@ class Scheduler:
         finishes before the last iteration and no block is needed that is not free, so a
         simulator may `advance_decode` that many iterations at once instead of stepping.
         """
-        running = self.running
-        if plan.preempted or not running or len(plan.scheduled) != len(running):
-            return 0
-        if self.policy and (plan.stop_reason not in _BLOCKED or self.batch.priority_preemption):
+        running, scheduled = self.running, plan.scheduled
+        if plan.preempted or not running or len(scheduled) != len(running) or scheduled[-1][1] != 1:
+            return 0  # admissions and prefill chunks come last in a plan: a quick no
+        if self.policy and not self._stays_blocked(plan):
             return 0
         horizon = math.inf
-        for req, n in plan.scheduled:
+        for req, n in scheduled:
             if n != 1 or req.num_pending_tokens != 1 or not req.num_output_tokens:
                 return 0  # prefilling, or a 1-token prompt about to sample its first token
-            horizon = min(horizon, req.max_tokens - req.num_output_tokens)
+            left = req.max_tokens - req.num_output_tokens
+            if left < horizon:
+                horizon = left
         k = int(horizon)
-        return k if self._blocks_after(k) <= self.kv.num_free_blocks else self._kv_horizon(k)
+        return k if self._fits_after(k) else self._kv_horizon(k)
 
-    def _blocks_after(self, k: int) -> int:
-        bs, held = self.kv.block_size, self.kv.held
+    def _stays_blocked(self, plan: StepPlan) -> bool:
+        """Whether admission stays blocked while the batch only decodes: seats stay taken, the
+        budget left stays the same and free blocks only shrink, so a request that cannot be
+        admitted now cannot be later. Under fair share the head may change as counters move,
+        so every request that could become the head is checked."""
+        b = self.batch
+        if plan.stop_reason not in _BLOCKED or b.priority_preemption:
+            return False
+        if plan.stop_reason in (StopReason.MAX_SEQS, StopReason.BATCH_RUNNING):
+            return True
+        budget = b.max_num_batched_tokens - len(plan.scheduled)
+        for head in self.policy.heads():
+            n = head.num_pending_tokens
+            if budget > 0 and (n <= budget or b.chunked_prefill) and \
+                    self.kv.can_allocate(head.request_id, min(n, budget)):
+                return False
+        return True
+
+    def _fits_after(self, k: int) -> bool:
+        """Whether the free blocks cover `k` more tokens for every running request."""
+        bs, held, free = self.kv.block_size, self.kv.held, self.kv.num_free_blocks
+        if len(self.running) * (k // bs + 1) <= free:
+            return True  # even the worst case fits: no need to count
         # the plan being advanced has already allocated its first token
         return sum(max(0, blocks_for(r.num_computed_tokens + k, bs) - held(r.request_id))
-                   for r in self.running)
+                   for r in self.running) <= free
 
     def _kv_horizon(self, upper: int) -> int:
-        lo, hi = 0, upper  # the largest k whose blocks fit: blocks needed grow with k
-        free = self.kv.num_free_blocks
+        lo, hi = 0, upper  # the largest k that fits: the blocks needed grow with k
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self._blocks_after(mid) <= free:
+            if self._fits_after(mid):
                 lo = mid
             else:
                 hi = mid - 1
@@ -439,11 +468,7 @@ class Scheduler:
             service[req.tenant_id] += k
             if req.num_output_tokens >= req.max_tokens:
                 finished.append(req)
-        for req in finished:
-            self._end(req, Status.FINISHED, now)
-        if finished:
-            self.running = [r for r in self.running if r.status is RUNNING]
-        return finished
+        return self._finish_all(finished, now)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""What a simulation measured: per request, per tenant and overall (DESIGN.md "Metrics")."""
+from __future__ import annotations
+
+import csv
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aps.core import Request, StepPlan
+from aps.core.stats import fairness_index
+from aps.perf import cost_per_1m_tokens
+from aps.sim.workload import Workload
+
+if TYPE_CHECKING:
+    from aps.sim.simulator import Simulation
+
+STATUS_CODES = {"pending": 0, "finished": 1, "rejected": 2, "cancelled": 3}
+_NAMES = {v: k for k, v in STATUS_CODES.items()}
+_COLUMNS = ("queue_s", "ttft_s", "tpot_s", "e2e_s", "start_s", "end_s")
+
+
+def _pcts(x: np.ndarray) -> dict[str, float]:
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "mean": math.nan}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(x.mean())}
+
+
+class Recorder:
+    """Per-request outcomes in columns indexed like the workload (a request's id is its row)."""
+
+    def __init__(self, workload: Workload):
+        n = len(workload)
+        self.w = workload
+        self.cols = {name: np.full(n, np.nan) for name in _COLUMNS}
+        self.status = np.zeros(n, np.int8)
+        self.replica = np.zeros(n, np.int16)
+        self.preemptions = np.zeros(n, np.int32)
+        self.output = np.zeros(n, np.int32)
+
+    def routed(self, i: int, replica: int) -> None:
+        self.replica[i] = replica
+
+    def plan(self, plan: StepPlan) -> None:
+        for req in plan.finished:
+            self._ended(req, 1)
+        for req in plan.rejected:
+            self._ended(req, 2)
+        for req in plan.cancelled:
+            self._ended(req, 3)
+
+    def _ended(self, req: Request, code: int) -> None:
+        i = int(req.request_id)
+        self.status[i] = code
+        if code != 1:
+            return
+        c = self.cols
+        c["queue_s"][i] = req.first_scheduled - req.arrival
+        c["ttft_s"][i] = req.first_token - req.arrival
+        c["e2e_s"][i] = req.finished - req.arrival
+        c["start_s"][i] = req.first_scheduled
+        c["end_s"][i] = req.finished
+        if req.num_output_tokens > 1:
+            c["tpot_s"][i] = (req.finished - req.first_token) / (req.num_output_tokens - 1)
+        self.preemptions[i] = req.num_preemptions
+        self.output[i] = req.num_output_tokens
+
+    def summary(self, sim: "Simulation", wall_s: float) -> dict:
+        w, c, perf = self.w, self.cols, sim.perf
+        done = self.status == 1
+        makespan = max(sim.now - float(w.arrival_s[0]), 1e-12) if len(w) else 0.0
+        prompt_done = int(w.prompt_tokens[done].sum())
+        output_done = int(self.output[done].sum())
+        tokens = prompt_done + output_done
+        busy = sum(r.busy_s for r in sim.replicas)
+        gpu_s = makespan * len(sim.replicas)
+        price = perf.price_per_hour * len(sim.replicas)
+        out = {
+            "requests": len(w),
+            "finished": int(done.sum()),
+            "rejected": int((self.status == 2).sum()),
+            "cancelled": int((self.status == 3).sum()),
+            "unfinished": int((self.status == 0).sum()),
+            "simulated_s": makespan,
+            "throughput_tokens_per_s": tokens / makespan if makespan else 0.0,
+            "output_tokens_per_s": output_done / makespan if makespan else 0.0,
+            "requests_per_s": int(done.sum()) / makespan if makespan else 0.0,
+            "ttft_s": _pcts(c["ttft_s"]), "tpot_s": _pcts(c["tpot_s"]),
+            "e2e_s": _pcts(c["e2e_s"]), "queue_s": _pcts(c["queue_s"]),
+            "preemptions": int(self.preemptions.sum()),
+            "gpu_utilization": busy / gpu_s if gpu_s else 0.0,
+            "mfu": sum(r.flops for r in sim.replicas) / (perf.peak_flops * gpu_s) if gpu_s else 0.0,
+            "iterations": sum(r.iterations for r in sim.replicas),
+            "cost_per_1m_tokens_usd": cost_per_1m_tokens(price, tokens, makespan),
+            "cost_per_1m_output_tokens_usd": cost_per_1m_tokens(price, output_done, makespan),
+            "wall_s": wall_s,
+            "simulated_requests_per_wall_s": len(w) / wall_s if wall_s else math.inf,
+        }
+        out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
+        return out
+
+    def _per_tenant(self, sim: "Simulation") -> tuple[dict, float]:
+        w, c = self.w, self.cols
+        service = {t.tenant_id: 0 for t in w.tenants}
+        for replica in sim.replicas:
+            for tenant, tokens in replica.sched.service_tokens.items():
+                service[tenant] += tokens
+        demand, weight, per = {}, {}, {}
+        for k, tenant in enumerate(w.tenants):
+            mine = w.tenant == k
+            name = tenant.tenant_id
+            demand[name] = float(w.prompt_tokens[mine].sum() + w.output_tokens[mine].sum())
+            weight[name] = tenant.weight
+            done = mine & (self.status == 1)
+            wait = c["queue_s"][done]
+            per[name] = {
+                "requests": int(mine.sum()), "finished": int(done.sum()),
+                "rejected": int((mine & (self.status == 2)).sum()),
+                "ttft_s": _pcts(c["ttft_s"][mine]), "tpot_s": _pcts(c["tpot_s"][mine]),
+                "e2e_s": _pcts(c["e2e_s"][mine]),
+                "service_tokens": service[name],
+                "max_wait_s": float(wait.max()) if len(wait) else math.nan,
+            }
+        asked = {t: d for t, d in demand.items() if d > 0}
+        jain = fairness_index({t: float(service[t]) for t in asked}, asked, weight) if asked else math.nan
+        return per, jain
+
+    def write_csv(self, path: str) -> None:
+        w, c = self.w, self.cols
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["request", "tenant", "arrival_s", "prompt_tokens", "output_tokens", "bid",
+                          "status", "replica", "preemptions", *_COLUMNS])
+            tenant_ids = [t.tenant_id for t in w.tenants]
+            for i in range(len(w)):
+                out.writerow([i, tenant_ids[w.tenant[i]], f"{w.arrival_s[i]:.6f}",
+                              int(w.prompt_tokens[i]), int(w.output_tokens[i]), int(w.bid[i]),
+                              _NAMES[int(self.status[i])], int(self.replica[i]),
+                              int(self.preemptions[i]),
+                              *("" if math.isnan(c[k][i]) else f"{c[k][i]:.6f}" for k in _COLUMNS)])

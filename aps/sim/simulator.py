@@ -1,0 +1,234 @@
+"""A discrete-event simulation of GPU replicas serving a workload, each driven by a core Scheduler.
+
+Events are arrivals (read in order from the workload's columns) and, per replica, the end of
+an iteration or a wake-up (a closing batching window, a throttled request's release). Ties are
+broken by sequence number, so a run is a deterministic function of its inputs.
+
+Fast mode: when a replica's batch only decodes and nothing can join it (see
+`Scheduler.decode_horizon`), the iterations up to the next completion, block shortage or
+arrival are summed in closed form and applied at once. Step mode runs every iteration. Both
+give the same per-request times (tests/test_simulator.py checks it).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aps.core import BatchConfig, Request, Scheduler, Status, StepPlan
+from aps.perf import BatchShape
+from aps.sim.metrics import Recorder
+from aps.sim.workload import Workload
+
+ROUTERS = ("round-robin", "least-outstanding-tokens")
+
+
+@dataclass(slots=True)
+class SimConfig:
+    policy: str = "aps"
+    policy_params: dict = field(default_factory=dict)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    replicas: int = 1
+    router: str = "round-robin"
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; known: {', '.join(ROUTERS)}")
+
+
+@dataclass(slots=True, eq=False)
+class Replica:
+    index: int
+    sched: Scheduler
+    plan: StepPlan | None = None  # the iteration in flight
+    jump: int = 0  # iterations the plan stands for (fast mode), 0: one step
+    kick_at: float = math.inf  # a pending wake-up
+    outstanding_tokens: int = 0
+    busy_s: float = 0.0
+    flops: float = 0.0
+    iterations: int = 0
+
+
+def batch_shape(plan: StepPlan) -> BatchShape:
+    """What the perf model needs to know about one iteration."""
+    p = pairs = kv = d = ctx = 0
+    for req, n in plan.scheduled:
+        c0 = req.num_computed_tokens
+        if n > 1 or not req.num_output_tokens or req.num_pending_tokens > 1:
+            p += n
+            pairs += n * (c0 + (n + 1) / 2)
+            kv += c0 + n
+        else:
+            d += 1
+            ctx += c0 + 1
+    return BatchShape(p, pairs, kv, d, ctx)
+
+
+def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
+    """Seconds and FLOPs of `k` decode iterations starting from `shape`, each adding one
+    token to every request's context: a sum of max(two lines), in closed form."""
+    d, c0 = shape.num_decode, shape.decode_ctx_sum
+    cb, cc, mb, mc = perf.decode_terms(d)
+    seconds = _sum_max_lines(cb + cc * c0, cc * d, mb + mc * c0, mc * d, k)
+    f0 = perf.iteration_flops(shape)
+    f1 = perf.iteration_flops(BatchShape(0, 0, 0, d, c0 + d)) - f0
+    return seconds, k * f0 + f1 * k * (k - 1) / 2
+
+
+def _sum_line(a: float, b: float, lo: int, hi: int) -> float:
+    """sum over j in [lo, hi) of a + b*j."""
+    n = hi - lo
+    return 0.0 if n <= 0 else n * a + b * (lo + hi - 1) * n / 2
+
+
+def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, k: int) -> float:
+    """sum over j in [0, k) of max(a1 + b1*j, a2 + b2*j)."""
+    if b1 == b2:
+        return _sum_line(max(a1, a2), b1, 0, k)
+    cross = (a2 - a1) / (b1 - b2)  # line 1 is above from here on if b1 > b2
+    split = min(k, max(0, math.ceil(cross)))
+    first, second = ((a2, b2), (a1, b1)) if b1 > b2 else ((a1, b1), (a2, b2))
+    return _sum_line(*first, 0, split) + _sum_line(*second, split, k)
+
+
+class Simulation:
+    def __init__(self, workload: Workload, perf, config: SimConfig | None = None,
+                 progress: Callable[[int], None] | None = None):
+        self.w, self.perf = workload, perf
+        self.cfg = config or SimConfig()
+        self.replicas = [Replica(i, Scheduler(workload.tenants, self.cfg.policy, self.cfg.batch,
+                                              **self.cfg.policy_params))
+                         for i in range(self.cfg.replicas)]
+        self.rec = Recorder(workload)
+        self._events: list[tuple[float, int, int, Replica]] = []  # (time, seq, kind, replica)
+        self._seq = itertools.count()
+        self._rr = 0
+        self._progress = progress
+        self.now = 0.0
+
+    # -- event plumbing --------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, replica: Replica) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), kind, replica))
+
+    def _kick(self, replica: Replica, t: float) -> None:
+        if replica.plan is None and t < replica.kick_at:
+            replica.kick_at = t
+            self._push(t, _KICK, replica)
+
+    def run(self) -> dict:
+        w, events = self.w, self._events
+        arrivals = w.arrival_s.tolist()  # plain floats: numpy scalars are slow one at a time
+        n, i = len(arrivals), 0
+        started = time.perf_counter()
+        while i < n or events:
+            if i < n and (not events or arrivals[i] <= events[0][0]):
+                self.now = arrivals[i]
+                self._arrive(i)
+                i += 1
+                if self._progress and i % 4096 == 0:
+                    self._progress(i)
+                continue
+            t, _, kind, replica = heapq.heappop(events)
+            self.now = t
+            if kind == _END:
+                self._end_iteration(replica, t)
+                self._step(replica, t, arrivals[i] if i < n else math.inf)
+            elif t == replica.kick_at:
+                replica.kick_at = math.inf
+                if replica.plan is None:
+                    self._step(replica, t, arrivals[i] if i < n else math.inf)
+        for replica in self.replicas:  # collect what ended in the last iterations
+            self.rec.plan(replica.sched.step(self.now))
+        return self.rec.summary(self, time.perf_counter() - started)
+
+    # -- arrivals and routing --------------------------------------------------------------
+
+    def _route(self) -> Replica:
+        if self.cfg.router == "round-robin":
+            self._rr = (self._rr + 1) % len(self.replicas)
+            return self.replicas[self._rr]
+        return min(self.replicas, key=lambda r: (r.outstanding_tokens, r.index))
+
+    def _arrive(self, i: int) -> None:
+        w = self.w
+        replica = self._route() if len(self.replicas) > 1 else self.replicas[0]
+        prompt, out = int(w.prompt_tokens[i]), int(w.output_tokens[i])
+        req = Request(str(i), w.tenants[w.tenant[i]].tenant_id, prompt, out,
+                      self.now, int(w.bid[i]))
+        replica.sched.submit(req, self.now)
+        if req.status is not Status.REJECTED:
+            replica.outstanding_tokens += prompt + out
+        self.rec.routed(i, replica.index)
+        self._kick(replica, self.now)
+
+    # -- iterations ------------------------------------------------------------------------
+
+    def _step(self, replica: Replica, now: float, next_arrival: float) -> None:
+        sched = replica.sched
+        plan = sched.step(now)
+        self.rec.plan(plan)
+        self._ended(replica, plan)
+        if not plan:
+            if plan.next_wakeup is not None:
+                self._kick(replica, plan.next_wakeup)
+            return
+        shape = batch_shape(plan)
+        k = sched.decode_horizon(plan) if self.cfg.fast else 0
+        if k > 1:
+            horizon = min(next_arrival, sched.next_release(now))
+            k, seconds, flops = self._jump(shape, k, now, horizon)
+        if k > 1:
+            replica.jump = k
+        else:
+            seconds, flops = self.perf.iteration_time(shape), self.perf.iteration_flops(shape)
+            replica.jump, k = 0, 1
+        replica.plan = plan
+        replica.busy_s += seconds
+        replica.flops += flops
+        replica.iterations += k
+        self._push(now + seconds, _END, replica)
+
+    def _jump(self, shape: BatchShape, k: int, now: float,
+              horizon: float) -> tuple[int, float, float]:
+        """The most decode iterations (<= k) that end no later than `horizon`, the next event
+        from outside the replica (an arrival, a throttled request's release)."""
+        seconds, flops = decode_run(self.perf, shape, k)
+        if now + seconds <= horizon:
+            return k, seconds, flops
+        lo, hi = 1, k - 1  # largest j whose end <= horizon; 1 if even one passes it
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if now + decode_run(self.perf, shape, mid)[0] <= horizon:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 1:
+            return 1, 0.0, 0.0
+        return (lo, *decode_run(self.perf, shape, lo))
+
+    def _end_iteration(self, replica: Replica, t: float) -> None:
+        plan, replica.plan = replica.plan, None
+        if replica.jump:
+            done = replica.sched.advance_decode(replica.jump, t)
+        else:
+            done = replica.sched.complete_step(plan, t)
+        for req in done:
+            replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
+
+    def _ended(self, replica: Replica, plan: StepPlan) -> None:
+        for req in plan.cancelled:
+            replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
+
+
+_END, _KICK = 0, 1
+
+
+def simulate(workload: Workload, perf, config: SimConfig | None = None, **kw) -> dict:
+    return Simulation(workload, perf, config, **kw).run()

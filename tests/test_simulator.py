@@ -1,0 +1,115 @@
+"""The simulator: deterministic, fast mode equals step mode, conservation, metrics."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aps.core import BatchConfig, Tenant
+from aps.core.policies import POLICIES
+from aps.perf import make_perf_model
+from aps.sim.scenarios import load_scenario
+from aps.sim.simulator import SimConfig, Simulation, _sum_max_lines, simulate
+from aps.sim.workload import Workload
+
+PERF = make_perf_model(model="llama-2-7b", gpu="a100-80gb")
+
+
+def random_workload(seed: int, n: int = 120, tenants: int = 3) -> Workload:
+    rng = np.random.default_rng(seed)
+    ts = [Tenant(f"t{i}", weight=float(1 + i % 2), bid=1 + 4 * i % 10) for i in range(tenants)]
+    return Workload.build(
+        "random", ts, np.sort(rng.uniform(0, 20, n)), rng.integers(0, tenants, n),
+        rng.integers(1, 3000, n), rng.integers(1, 400, n), rng.integers(1, 11, n))
+
+
+def run(w, fast, **cfg):
+    sim = Simulation(w, PERF, SimConfig(fast=fast, **cfg))
+    summary = sim.run()
+    return sim.rec, summary
+
+
+def test_sum_max_lines_matches_a_loop():
+    for a1, b1, a2, b2, k in [(1, 2, 5, 0.5, 10), (3, 0, 1, 0, 7), (0, 1, 100, 1, 5), (5, 1, 0, 2, 9)]:
+        assert _sum_max_lines(a1, b1, a2, b2, k) == pytest.approx(
+            sum(max(a1 + b1 * j, a2 + b2 * j) for j in range(k)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), policy=st.sampled_from(POLICIES),
+       mode=st.sampled_from(["continuous", "micro"]), kv=st.sampled_from([8_000, 40_000, 400_000]),
+       replicas=st.integers(1, 2), router=st.sampled_from(["round-robin", "least-outstanding-tokens"]))
+def test_fast_mode_gives_the_same_per_request_times_as_step_mode(seed, policy, mode, kv, replicas, router):
+    w = random_workload(seed)
+    cfg = dict(policy=policy, replicas=replicas, router=router,
+               batch=BatchConfig(mode=mode, kv_capacity_tokens=kv, max_num_seqs=32))
+    fast, s_fast = run(w, True, **cfg)
+    step, s_step = run(w, False, **cfg)
+    assert (fast.status == step.status).all()
+    for col in ("queue_s", "ttft_s", "e2e_s", "tpot_s"):
+        np.testing.assert_allclose(fast.cols[col], step.cols[col], rtol=1e-9, atol=1e-12)
+    assert s_fast["iterations"] == s_step["iterations"]
+
+
+def test_runs_are_deterministic_and_every_request_is_accounted_for():
+    w = random_workload(3, n=300)
+    a = simulate(w, PERF, SimConfig(policy="vtc"))
+    b = simulate(w, PERF, SimConfig(policy="vtc"))
+    for key in ("ttft_s", "e2e_s", "throughput_tokens_per_s", "jain_fairness", "iterations"):
+        assert a[key] == b[key]
+    assert a["finished"] + a["rejected"] + a["cancelled"] == a["requests"] == 300
+    assert a["unfinished"] == 0
+    assert sum(t["requests"] for t in a["per_tenant"].values()) == 300
+
+
+def test_seed_stress_priority_serves_bid10_first_and_aps_bounds_bid1_wait():
+    sc = load_scenario("seed-stress")
+    seed = make_perf_model(gpu="seed-a100")
+    cfg = lambda policy: SimConfig(policy=policy, batch=BatchConfig(
+        mode="micro", max_batch=16, kv_capacity_tokens=32768))
+    prio = simulate(sc.workload, seed, cfg("priority"))["per_tenant"]
+    fifo = simulate(sc.workload, seed, cfg("fifo"))["per_tenant"]
+    assert prio["tenant_a"]["ttft_s"]["p50"] < prio["tenant_b"]["ttft_s"]["p50"]
+    assert prio["tenant_a"]["ttft_s"]["p50"] < fifo["tenant_a"]["ttft_s"]["p50"]
+
+
+def test_summary_has_the_documented_keys_and_sane_values():
+    r = simulate(load_scenario("vtc-lmsys").workload.head(300), PERF, SimConfig(policy="vtc"))
+    for key in ("requests", "throughput_tokens_per_s", "ttft_s", "tpot_s", "e2e_s", "per_tenant",
+                "jain_fairness", "gpu_utilization", "mfu", "cost_per_1m_tokens_usd", "wall_s"):
+        assert key in r
+    assert set(r["ttft_s"]) == {"p50", "p90", "p99", "mean"}
+    t = next(iter(r["per_tenant"].values()))
+    assert {"service_tokens", "max_wait_s", "ttft_s", "tpot_s", "e2e_s"} <= set(t)
+    assert 0 < r["gpu_utilization"] <= 1 and 0 < r["mfu"] < 1
+    assert 0 < r["jain_fairness"] <= 1 and r["cost_per_1m_tokens_usd"] > 0
+    assert r["ttft_s"]["p50"] <= r["ttft_s"]["p90"] <= r["ttft_s"]["p99"]
+
+
+def test_vtc_protects_light_tenants_on_the_lmsys_trace():
+    w = load_scenario("vtc-lmsys").workload
+    gpu = make_perf_model(model="llama-2-7b", gpu="a10g")
+    light = lambda r: np.nanmean([t["ttft_s"]["mean"] for t in r["per_tenant"].values()
+                                  if t["requests"] <= 30])
+    fifo = simulate(w.scale_rate(2.0), gpu, SimConfig(policy="fifo"))
+    vtc = simulate(w.scale_rate(2.0), gpu, SimConfig(policy="vtc"))
+    assert light(vtc) < light(fifo)
+    assert vtc["throughput_tokens_per_s"] == pytest.approx(fifo["throughput_tokens_per_s"], rel=0.05)
+
+
+def test_rate_limited_requests_are_rejected_and_reported():
+    sc = load_scenario("seed-tenants", requests=400)
+    r = simulate(sc.workload, PERF, SimConfig())
+    assert r["rejected"] > 0 and r["finished"] + r["rejected"] == r["requests"]
+    assert not math.isnan(r["jain_fairness"])
+
+
+def test_csv_has_one_row_per_request(tmp_path):
+    w = random_workload(1, n=50)
+    sim = Simulation(w, PERF, SimConfig())
+    sim.run()
+    path = tmp_path / "r.csv"
+    sim.rec.write_csv(str(path))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 51 and lines[0].startswith("request,tenant,arrival_s")
