@@ -28,10 +28,6 @@ _BLOCKED = frozenset({StopReason.MAX_SEQS, StopReason.KV_CACHE, StopReason.TOKEN
                       StopReason.BATCH_RUNNING})
 
 
-def _bid_order(req: Request) -> tuple:
-    return (req.bid, -req.arrival)
-
-
 class Scheduler:
     def __init__(self, tenants: Iterable[Tenant], policy: str | Policy = "aps",
                  batch: BatchConfig | None = None, **policy_params):
@@ -245,8 +241,6 @@ class Scheduler:
                 if freed is None:
                     return StopReason.MAX_SEQS
                 budget += freed
-                if policy.peek() is not head:  # evictions serve this head only: no cycles
-                    return StopReason.PREEMPTED
                 continue
             if budget == 0:
                 return StopReason.TOKEN_BUDGET
@@ -260,8 +254,6 @@ class Scheduler:
                 if freed is None:
                     return StopReason.KV_CACHE
                 budget += freed
-                if policy.peek() is not head:
-                    return StopReason.PREEMPTED
                 continue
             policy.pop()
             self._start(head, now)
@@ -270,17 +262,22 @@ class Scheduler:
             budget -= n
 
     def _evict_for(self, head: Request, plan: StepPlan) -> int | None:
-        """Priority preemption: evict the running request with the lowest bid (the latest of
-        those) if `head` bids strictly more.
+        """Priority preemption: evict a running request that bids less than `head` and that the
+        policy ranks after it (the last-ranked such one). Returns the tokens the victim had in
+        this step's plan (back into the budget), or None if nothing was evicted.
 
-        Bids, not the policy's rank, decide: they never change, so two requests can never evict
-        each other in turn (a fair-share rank can, and would livelock). Returns the tokens the
-        victim had in this step's plan (back into the budget), or None if nothing was evicted.
+        Ranking after `head` means the victim queues behind it, so `head` is admitted next and
+        the victim is not re-admitted in its place. Bidding less means two requests can never
+        evict each other in turn, however a fair-share rank moves.
         """
-        if not self.batch.priority_preemption or not self.running:
+        if not self.batch.priority_preemption:
             return None
-        victim = min(self.running, key=_bid_order)
-        if not head.bid > victim.bid:
+        rank = self.policy.rank
+        lower = [r for r in self.running if r.bid < head.bid]
+        if not lower:
+            return None
+        victim = max(lower, key=rank)
+        if not rank(head) < rank(victim):
             return None
         return self._preempt(victim, plan)
 
