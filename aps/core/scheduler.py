@@ -10,6 +10,7 @@ and calls `submit`, `finish` and `cancel` as requests arrive, stop early or go a
 """
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Callable, Iterable
 
@@ -412,7 +413,7 @@ class Scheduler:
             if left < horizon:
                 horizon = left
         k = int(horizon)
-        return k if self._fits_after(k) else self._kv_horizon(k)
+        return self._kv_horizon(k)
 
     def _stays_blocked(self, plan: StepPlan) -> bool:
         """Whether admission stays blocked while the batch only decodes: seats stay taken, the
@@ -432,24 +433,25 @@ class Scheduler:
                 return False
         return True
 
-    def _fits_after(self, k: int) -> bool:
-        """Whether the free blocks cover `k` more tokens for every running request."""
-        bs, held, free = self.kv.block_size, self.kv.held, self.kv.num_free_blocks
-        if len(self.running) * (k // bs + 1) <= free:
-            return True  # even the worst case fits: no need to count
-        # the plan being advanced has already allocated its first token
-        return sum(max(0, blocks_for(r.num_computed_tokens + k, bs) - held(r.request_id))
-                   for r in self.running) <= free
-
     def _kv_horizon(self, upper: int) -> int:
-        lo, hi = 0, upper  # the largest k that fits: the blocks needed grow with k
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._fits_after(mid):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        """The most decode iterations (<= upper) whose new blocks the free blocks cover.
+
+        Running request i holds blocks up to `held_i * block_size` tokens; after j iterations
+        it needs one more block each time `computed_i + j` passes a multiple of the block size.
+        Serving the crossings in time order, the first one with no free block left ends the run.
+        """
+        bs, held, free = self.kv.block_size, self.kv.held, self.kv.num_free_blocks
+        running = self.running
+        if len(running) * (upper // bs + 1) <= free:
+            return upper  # even the worst case fits
+        # the plan being advanced has already allocated its first token
+        crossings = [held(r.request_id) * bs - r.num_computed_tokens + 1 for r in running]
+        heapq.heapify(crossings)
+        for _ in range(free):
+            if crossings[0] > upper:
+                return upper
+            heapq.heapreplace(crossings, crossings[0] + bs)
+        return min(upper, crossings[0] - 1)
 
     def advance_decode(self, k: int, now: float) -> list[Request]:
         """Account the decode-only plan just made and the `k - 1` identical iterations after it

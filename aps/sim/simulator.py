@@ -60,13 +60,13 @@ def batch_shape(plan: StepPlan) -> BatchShape:
     p = pairs = kv = d = ctx = 0
     for req, n in plan.scheduled:
         c0 = req.num_computed_tokens
-        if n > 1 or not req.num_output_tokens or req.num_pending_tokens > 1:
+        if n == 1 and req.num_output_tokens and c0 + 1 == req.prompt_tokens + req.num_output_tokens:
+            d += 1  # a decode: the one token sampled last
+            ctx += c0 + 1
+        else:
             p += n
             pairs += n * (c0 + (n + 1) / 2)
             kv += c0 + n
-        else:
-            d += 1
-            ctx += c0 + 1
     return BatchShape(p, pairs, kv, d, ctx)
 
 
