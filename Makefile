@@ -12,7 +12,7 @@ $(BIN)/aps: pyproject.toml
 	touch $(BIN)/aps
 
 run: $(BIN)/aps
-	$(BIN)/aps demo
+	$(BIN)/aps simulate seed-stress
 
 test: $(BIN)/aps
 	$(BIN)/python -m pytest

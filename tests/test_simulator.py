@@ -10,7 +10,8 @@ from aps.core import BatchConfig, Tenant
 from aps.core.policies import POLICIES
 from aps.perf import make_perf_model
 from aps.sim.scenarios import load_scenario
-from aps.sim.simulator import SimConfig, Simulation, _sum_max_lines, simulate
+from aps.perf import BatchShape
+from aps.sim.simulator import SimConfig, Simulation, decode_run, simulate
 from aps.sim.workload import Workload
 
 PERF = make_perf_model(model="llama-2-7b", gpu="a100-80gb")
@@ -30,10 +31,12 @@ def run(w, fast, **cfg):
     return sim.rec, summary
 
 
-def test_sum_max_lines_matches_a_loop():
-    for a1, b1, a2, b2, k in [(1, 2, 5, 0.5, 10), (3, 0, 1, 0, 7), (0, 1, 100, 1, 5), (5, 1, 0, 2, 9)]:
-        assert _sum_max_lines(a1, b1, a2, b2, k) == pytest.approx(
-            sum(max(a1 + b1 * j, a2 + b2 * j) for j in range(k)))
+def test_a_decode_run_costs_the_sum_of_its_iterations():
+    shape = BatchShape(0, 0, 0, 24, 24 * 700)
+    seconds, flops = decode_run(PERF, shape, 50)
+    steps = [BatchShape(0, 0, 0, 24, 24 * (700 + j)) for j in range(50)]
+    assert seconds == pytest.approx(sum(PERF.iteration_time(s) for s in steps), rel=1e-12)
+    assert flops == pytest.approx(sum(PERF.iteration_flops(s) for s in steps), rel=1e-12)
 
 
 @settings(max_examples=40, deadline=None)

@@ -92,12 +92,12 @@ def bench_sim_command(
     if as_json:
         print(json.dumps({"runs": rows}))
         return
-    table = Table(title="simulator speed: azure-conv, Llama-2-7B on one A100-80GB, continuous")
-    for col in ("mode", "requests", "wall s", "requests/s", "peak RSS MB", "iterations",
+    table = Table(title="simulator speed: azure-conv trace, continuous batching, one GPU")
+    for col in ("model", "mode", "requests", "wall s", "requests/s", "peak RSS MB", "iterations",
                 "simulated s"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["mode"], f"{r['requests']:,}", f"{r['wall_s']:.1f}",
+        table.add_row(r["model"], r["mode"], f"{r['requests']:,}", f"{r['wall_s']:.1f}",
                       f"{r['requests_per_s']:,}", str(r["peak_rss_mb"]), f"{r['iterations']:,}",
                       f"{r['simulated_s']:,}")
     console.print(table)

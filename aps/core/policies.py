@@ -144,7 +144,28 @@ class AdaptivePriority(_KeyedHeap):
         return req.bid + self._bonus(req) + self.alpha * (now - req.arrival)
 
 
-class VirtualTokenCounter:
+class _Partitioned:
+    """A queue made of sub-queues, one per partition key (a tenant, a priority class)."""
+
+    def __init__(self) -> None:
+        self._parts: dict = {}
+        self._len = 0
+
+    def _key_of(self, req: Request):
+        raise NotImplementedError
+
+    def remove(self, req: Request) -> bool:
+        part = self._parts.get(self._key_of(req))
+        if part is None or not part.remove(req):
+            return False
+        self._len -= 1
+        return True
+
+    def __len__(self) -> int:
+        return self._len
+
+
+class VirtualTokenCounter(_Partitioned):
     """VTC (Sheng et al., OSDI 2024): serve the backlogged tenant with the least weighted service.
 
     A tenant's counter grows by `(w_in * prompt + w_out * output tokens) / weight` as tokens are
@@ -159,10 +180,11 @@ class VirtualTokenCounter:
                  w_out: float = 2.0, counters: dict[str, float] | None = None):
         if w_in < 0 or w_out < 0 or w_in + w_out == 0:
             raise ConfigError(f"vtc: token weights must be >= 0 and not both 0: {w_in}, {w_out}")
+        super().__init__()
         self._weights = weights if weights is not None else {}
         self.w_in, self.w_out = w_in, w_out
         self.counters: dict[str, float] = {} if counters is None else counters
-        self._queues: dict[str, _KeyedHeap] = {}  # per tenant, by arrival
+        self._queues: dict[str, Fifo] = self._parts  # per tenant, by arrival
         self._tenants: list[tuple[float, int, str]] = []  # lazy heap of backlogged tenants
         self._in_heap: set[str] = set()
         # Equal counters are common (token counts are integers): break ties by a fixed order
@@ -225,15 +247,8 @@ class VirtualTokenCounter:
         tenant = self._top()
         return None if tenant is None else self._queues[tenant].peek()
 
-    def remove(self, req: Request) -> bool:
-        queue = self._queues.get(req.tenant_id)
-        if queue is None or not queue.remove(req):
-            return False
-        self._len -= 1
-        return True
-
-    def __len__(self) -> int:
-        return self._len
+    def _key_of(self, req: Request) -> str:
+        return req.tenant_id
 
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
         cost = self.w_in * prefill_tokens + self.w_out * decode_tokens
@@ -248,7 +263,7 @@ class VirtualTokenCounter:
         return [q.peek() for q in self._queues.values() if q]
 
 
-class ClassThenVtc:
+class ClassThenVtc(_Partitioned):
     """Strict priority classes (the request's bid, higher first); VTC fair share inside a class.
 
     Counters are shared across classes: service in any class counts against the tenant.
@@ -258,11 +273,11 @@ class ClassThenVtc:
 
     def __init__(self, weights: Mapping[str, float] | None = None, w_in: float = 1.0,
                  w_out: float = 2.0):
+        super().__init__()
         self.counters: dict[str, float] = {}
         self._make = lambda: VirtualTokenCounter(weights, w_in, w_out, self.counters)
-        self._classes: dict[int, VirtualTokenCounter] = {}
+        self._classes: dict[int, VirtualTokenCounter] = self._parts
         self._any = self._make()  # does the counting for note_progress
-        self._len = 0
 
     def _highest(self) -> VirtualTokenCounter | None:
         for bid in sorted(self._classes, reverse=True):
@@ -288,15 +303,8 @@ class ClassThenVtc:
         cls = self._highest()
         return None if cls is None else cls.peek()
 
-    def remove(self, req: Request) -> bool:
-        cls = self._classes.get(req.bid)
-        if cls is None or not cls.remove(req):
-            return False
-        self._len -= 1
-        return True
-
-    def __len__(self) -> int:
-        return self._len
+    def _key_of(self, req: Request) -> int:
+        return req.bid
 
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
         self._any.note_progress(req, prefill_tokens, decode_tokens)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from aps.core import BatchConfig, Request, Scheduler, Status, StepPlan
-from aps.perf import BatchShape
+from aps.perf import BatchShape, decode_run_time
 from aps.sim.metrics import Recorder
 from aps.sim.workload import Workload
 
@@ -72,29 +72,12 @@ def batch_shape(plan: StepPlan) -> BatchShape:
 
 def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
     """Seconds and FLOPs of `k` decode iterations starting from `shape`, each adding one
-    token to every request's context: a sum of max(two lines), in closed form."""
+    token to every request's context, in closed form (both are linear in the context)."""
     d, c0 = shape.num_decode, shape.decode_ctx_sum
-    cb, cc, mb, mc = perf.decode_terms(d)
-    seconds = _sum_max_lines(cb + cc * c0, cc * d, mb + mc * c0, mc * d, k)
+    seconds = decode_run_time(perf.decode_terms(d), c0, d, k)
     f0 = perf.iteration_flops(shape)
     f1 = perf.iteration_flops(BatchShape(0, 0, 0, d, c0 + d)) - f0
     return seconds, k * f0 + f1 * k * (k - 1) / 2
-
-
-def _sum_line(a: float, b: float, lo: int, hi: int) -> float:
-    """sum over j in [lo, hi) of a + b*j."""
-    n = hi - lo
-    return 0.0 if n <= 0 else n * a + b * (lo + hi - 1) * n / 2
-
-
-def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, k: int) -> float:
-    """sum over j in [0, k) of max(a1 + b1*j, a2 + b2*j)."""
-    if b1 == b2:
-        return _sum_line(max(a1, a2), b1, 0, k)
-    cross = (a2 - a1) / (b1 - b2)  # line 1 is above from here on if b1 > b2
-    split = min(k, max(0, math.ceil(cross)))
-    first, second = ((a2, b2), (a1, b1)) if b1 > b2 else ((a1, b1), (a2, b2))
-    return _sum_line(*first, 0, split) + _sum_line(*second, split, k)
 
 
 class Simulation:
