@@ -48,11 +48,6 @@ def test_simulate_bad_input_says_what_is_wrong(tmp_path):
         assert message in " ".join(result.output.split()), (args, result.output)
 
 
-def test_demo_prints_what_each_tenant_got():
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 0 and "tenant_a" in result.output
-
-
 def test_bench_core_reports_every_policy_and_the_step_cost():
     from aps.cli import bench_core
     from aps.core.policies import POLICIES

@@ -17,20 +17,6 @@ app.add_typer(bench, name="bench")
 console = Console() if sys.stdout.isatty() else Console(width=140)
 
 
-@app.command("demo")
-def demo_command(policy: str = typer.Option("aps", help="fifo, priority, aps, vtc or class+vtc")) -> None:
-    """Run the core on the seeds' stress test in miniature and show what each tenant got."""
-    from aps.cli import core_demo as demo_mod
-    result = demo_mod.run(policy)
-    table = Table(title=f"policy {policy}: 100 requests at t=0, 16 seats, 20 ms per iteration")
-    for col in ("tenant", "bid", "requests", "TTFT p50 s", "TTFT p99 s", "max wait s", "tokens"):
-        table.add_column(col, justify="right")
-    for tenant, r in result.items():
-        table.add_row(tenant, str(r["bid"]), str(r["requests"]), f"{r['ttft_s']['p50']:.2f}",
-                      f"{r['ttft_s']['p99']:.2f}", f"{r['max_wait_s']:.2f}", str(r["tokens"]))
-    console.print(table)
-
-
 @app.command("simulate")
 def simulate_command(
     scenario: str = typer.Argument(..., help="a shipped scenario name or a YAML file"),

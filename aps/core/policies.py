@@ -277,18 +277,20 @@ class ClassThenVtc(_Partitioned):
         self.counters: dict[str, float] = {}
         self._make = lambda: VirtualTokenCounter(weights, w_in, w_out, self.counters)
         self._classes: dict[int, VirtualTokenCounter] = self._parts
+        self._by_bid: list[VirtualTokenCounter] = []  # highest bid first
         self._any = self._make()  # does the counting for note_progress
 
     def _highest(self) -> VirtualTokenCounter | None:
-        for bid in sorted(self._classes, reverse=True):
-            if self._classes[bid]:
-                return self._classes[bid]
+        for cls in self._by_bid:
+            if cls:
+                return cls
         return None
 
     def push(self, req: Request) -> None:
         cls = self._classes.get(req.bid)
         if cls is None:
             cls = self._classes[req.bid] = self._make()
+            self._by_bid = [self._classes[b] for b in sorted(self._classes, reverse=True)]
         cls.push(req)
         self._len += 1
 
