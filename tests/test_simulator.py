@@ -88,6 +88,15 @@ def test_summary_has_the_documented_keys_and_sane_values():
     assert 0 < r["gpu_utilization"] <= 1 and 0 < r["mfu"] < 1
     assert 0 < r["jain_fairness"] <= 1 and r["cost_per_1m_tokens_usd"] > 0
     assert r["ttft_s"]["p50"] <= r["ttft_s"]["p90"] <= r["ttft_s"]["p99"]
+    assert 0 <= r["slo_attainment"] <= 1
+
+
+def test_goodput_counts_only_requests_within_the_slo():
+    w = random_workload(5, n=200)
+    loose = simulate(w, PERF, SimConfig(slo_ttft_s=1e9, slo_tpot_s=1e9))
+    tight = simulate(w, PERF, SimConfig(slo_ttft_s=1e-6, slo_tpot_s=1e-6))
+    assert loose["slo_attainment"] == pytest.approx(loose["finished"] / loose["requests"])
+    assert tight["slo_attainment"] == 0 and tight["goodput_requests_per_s"] == 0
 
 
 def test_vtc_protects_light_tenants_on_the_lmsys_trace():

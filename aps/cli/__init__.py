@@ -31,6 +31,8 @@ def simulate_command(
     batch: str = typer.Option("continuous", help="continuous or micro"),
     alpha: float = typer.Option(None, help="aps: aging rate, bid points per second"),
     step: bool = typer.Option(False, "--step", help="run every iteration (no fast-forward)"),
+    slo_ttft: float = typer.Option(2.0, help="goodput SLO: time to first token, seconds"),
+    slo_tpot: float = typer.Option(0.2, help="goodput SLO: time per output token, seconds"),
     json_path: Path = typer.Option(None, "--json", help="write the summary as JSON"),
     csv_path: Path = typer.Option(None, "--csv", help="write one row per request"),
 ) -> None:
@@ -40,7 +42,7 @@ def simulate_command(
     try:
         sim_cli.run(console, scenario, json_path, csv_path, policy=policy, model=model, gpu=gpu,
                     tp=tp, replicas=replicas, router=router, requests=requests, seed=seed,
-                    batch=batch, alpha=alpha, fast=not step)
+                    batch=batch, alpha=alpha, fast=not step, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     except (ApsError, ValueError, KeyError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -19,7 +19,7 @@ DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "a100-80gb"
 
 def build(scenario: str, *, policy=None, model=None, gpu=None, tp=1, replicas=1,
           router="round-robin", requests=None, seed=0, batch="continuous", fast=True,
-          alpha=None, max_num_seqs=256, max_num_batched_tokens=8192):
+          alpha=None, max_num_seqs=256, max_num_batched_tokens=8192, slo_ttft=2.0, slo_tpot=0.2):
     """Load a scenario and make the Simulation the CLI would run (no I/O beyond loading)."""
     sc = load_scenario(scenario, seed=seed, requests=requests)
     hints = sc.defaults
@@ -30,7 +30,8 @@ def build(scenario: str, *, policy=None, model=None, gpu=None, tp=1, replicas=1,
                     batch=BatchConfig(mode=batch, max_num_seqs=max_num_seqs,
                                       max_num_batched_tokens=max_num_batched_tokens,
                                       kv_capacity_tokens=int(perf.kv_capacity_tokens)),
-                    replicas=replicas, router=router, fast=fast)
+                    replicas=replicas, router=router, fast=fast, slo_ttft_s=slo_ttft,
+                    slo_tpot_s=slo_tpot)
     return sc, perf, cfg
 
 
@@ -81,5 +82,7 @@ def table(r: dict) -> Table:
                  f"TPOT p50 {_f(r['tpot_s']['p50'], 4)} s; {r['throughput_tokens_per_s']:,.0f} "
                  f"tokens/s; GPU busy {r['gpu_utilization']:.0%}, MFU {r['mfu']:.1%}; "
                  f"${r['cost_per_1m_tokens_usd']:.3f} per 1M tokens; Jain {_f(r['jain_fairness'])}; "
+                 f"SLO (TTFT <= {r['slo']['ttft_s']:g} s, TPOT <= {r['slo']['tpot_s']:g} s) met by "
+                 f"{r['slo_attainment']:.1%}; "
                  f"{r['requests']:,} requests in {r['wall_s']:.2f} s wall")
     return t

@@ -98,6 +98,10 @@ class Recorder:
             "wall_s": wall_s,
             "simulated_requests_per_wall_s": len(w) / wall_s if wall_s else math.inf,
         }
+        good = done & (c["ttft_s"] <= sim.cfg.slo_ttft_s) & ~(c["tpot_s"] > sim.cfg.slo_tpot_s)
+        out["slo"] = {"ttft_s": sim.cfg.slo_ttft_s, "tpot_s": sim.cfg.slo_tpot_s}
+        out["slo_attainment"] = float(good.sum() / len(w)) if len(w) else math.nan
+        out["goodput_requests_per_s"] = float(good.sum() / makespan) if makespan else 0.0
         out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
         return out
 

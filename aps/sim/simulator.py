@@ -34,6 +34,8 @@ class SimConfig:
     replicas: int = 1
     router: str = "round-robin"
     fast: bool = True
+    slo_ttft_s: float = 2.0  # what counts as good service, for goodput
+    slo_tpot_s: float = 0.2
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
