@@ -48,6 +48,33 @@ def simulate_command(
         raise typer.Exit(2) from None
 
 
+@app.command("experiment")
+def experiment_command(
+    name: str = typer.Argument(..., help="static-vs-aps, fairness, governor, capacity, or a YAML file"),
+    out: Path = typer.Option(None, help="output folder (default: out/NAME)"),
+    quick: bool = typer.Option(False, "--quick", help="a reduced grid that runs in under a minute"),
+    workers: int = typer.Option(None, help="parallel processes (default: one per core)"),
+) -> None:
+    """Run a grid of simulations and write a report: markdown, HTML, PNG plots, JSON, CSV."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from aps.core import ApsError
+    from aps.sim.experiments import run_experiment
+    out = out or Path("out") / Path(name).stem
+    try:
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"experiment {name}", total=None)
+            progress = lambda done, total: bar.update(task, completed=done, total=total)
+            results = run_experiment(name, quick=quick, out_dir=out, workers=workers,
+                                     progress=progress)
+    except (ApsError, ValueError, KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"[bold]{results['title']}[/bold]: {len(results['runs'])} runs")
+    console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+
+
 @bench.command("core")
 def bench_core_command(as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
     """Push+pop cost per policy at 1k/100k/1M waiting, and one step with 256 running."""

@@ -20,6 +20,15 @@ _NAMES = {v: k for k, v in STATUS_CODES.items()}
 _COLUMNS = ("queue_s", "ttft_s", "tpot_s", "e2e_s", "start_s", "end_s")
 
 
+def _service(replicas) -> dict[str, int]:
+    """Tokens computed per tenant so far, over all replicas."""
+    total: dict[str, int] = {}
+    for r in replicas:
+        for tenant, tokens in r.sched.service_tokens.items():
+            total[tenant] = total.get(tenant, 0) + tokens
+    return total
+
+
 def _pcts(x: np.ndarray) -> dict[str, float]:
     x = x[~np.isnan(x)]
     if not len(x):
@@ -39,6 +48,24 @@ class Recorder:
         self.replica = np.zeros(n, np.int16)
         self.preemptions = np.zeros(n, np.int32)
         self.output = np.zeros(n, np.int32)
+
+        self.service_at_last_arrival: dict[str, int] | None = None
+        self.timeline: dict[str, list] = {"t": [], "waiting": [], "running": [], "throttled": [],
+                                          "service": []}
+
+    def sample(self, t: float, replicas) -> None:
+        """Queue depth and cumulative service per tenant at simulated time `t`."""
+        tl = self.timeline
+        tl["t"].append(t)
+        tl["waiting"].append(sum(r.sched.num_waiting for r in replicas))
+        tl["running"].append(sum(r.sched.num_running for r in replicas))
+        tl["throttled"].append(sum(r.sched.num_throttled for r in replicas))
+        tl["service"].append(_service(replicas))
+
+    def ttft_by_tenant(self) -> dict[str, list[float]]:
+        w, ttft = self.w, self.cols["ttft_s"]
+        return {t.tenant_id: ttft[(w.tenant == k) & ~np.isnan(ttft)].tolist()
+                for k, t in enumerate(w.tenants)}
 
     def routed(self, i: int, replica: int) -> None:
         self.replica[i] = replica
@@ -93,6 +120,8 @@ class Recorder:
             "gpu_utilization": busy / gpu_s if gpu_s else 0.0,
             "mfu": sum(r.flops for r in sim.replicas) / (perf.peak_flops * gpu_s) if gpu_s else 0.0,
             "iterations": sum(r.iterations for r in sim.replicas),
+            "mean_batch_size": (sum(r.scheduled for r in sim.replicas)
+                                / max(1, sum(r.iterations for r in sim.replicas))),
             "cost_per_1m_tokens_usd": cost_per_1m_tokens(price, tokens, makespan),
             "cost_per_1m_output_tokens_usd": cost_per_1m_tokens(price, output_done, makespan),
             "wall_s": wall_s,
@@ -105,12 +134,16 @@ class Recorder:
         out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
         return out
 
+    def note_last_arrival(self, replicas) -> None:
+        """Service so far, when the last request arrives: fairness is judged over the time
+        tenants were still asking. (Served to completion, every tenant ends with all it asked
+        for, and a whole-run index would call any policy fair.)"""
+        self.service_at_last_arrival = _service(replicas)
+
     def _per_tenant(self, sim: "Simulation") -> tuple[dict, float]:
         w, c = self.w, self.cols
-        service = {t.tenant_id: 0 for t in w.tenants}
-        for replica in sim.replicas:
-            for tenant, tokens in replica.sched.service_tokens.items():
-                service[tenant] += tokens
+        service = _service(sim.replicas)
+        offered = self.service_at_last_arrival or service
         demand, weight, per = {}, {}, {}
         for k, tenant in enumerate(w.tenants):
             mine = w.tenant == k
@@ -124,11 +157,12 @@ class Recorder:
                 "rejected": int((mine & (self.status == 2)).sum()),
                 "ttft_s": _pcts(c["ttft_s"][mine]), "tpot_s": _pcts(c["tpot_s"][mine]),
                 "e2e_s": _pcts(c["e2e_s"][mine]),
-                "service_tokens": service[name],
+                "service_tokens": service.get(name, 0),
                 "max_wait_s": float(wait.max()) if len(wait) else math.nan,
             }
         asked = {t: d for t, d in demand.items() if d > 0}
-        jain = fairness_index({t: float(service[t]) for t in asked}, asked, weight) if asked else math.nan
+        got = {t: float(offered.get(t, 0)) for t in asked}
+        jain = fairness_index(got, asked, weight) if asked and sum(got.values()) else math.nan
         return per, jain
 
     def write_csv(self, path: str) -> None:

@@ -36,6 +36,7 @@ class SimConfig:
     fast: bool = True
     slo_ttft_s: float = 2.0  # what counts as good service, for goodput
     slo_tpot_s: float = 0.2
+    timeline_points: int = 0  # > 0: sample queue depth and service about this many times
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -55,6 +56,7 @@ class Replica:
     busy_s: float = 0.0
     flops: float = 0.0
     iterations: int = 0
+    scheduled: int = 0  # requests summed over iterations, for the mean batch size
 
 
 def batch_shape(plan: StepPlan) -> BatchShape:
@@ -112,11 +114,19 @@ class Simulation:
         arrivals = w.arrival_s.tolist()  # plain floats: numpy scalars are slow one at a time
         n, i = len(arrivals), 0
         started = time.perf_counter()
+        every = _sample_interval(arrivals, self.cfg.timeline_points)
+        next_sample = arrivals[0] if n and every < math.inf else math.inf
         while i < n or events:
+            if (arrivals[i] if i < n else math.inf) >= next_sample <= (events[0][0] if events else math.inf):
+                self.rec.sample(next_sample, self.replicas)
+                next_sample += every
+                continue
             if i < n and (not events or arrivals[i] <= events[0][0]):
                 self.now = arrivals[i]
                 self._arrive(i)
                 i += 1
+                if i == n:
+                    self.rec.note_last_arrival(self.replicas)
                 if self._progress and i % 4096 == 0:
                     self._progress(i)
                 continue
@@ -178,6 +188,7 @@ class Simulation:
         replica.busy_s += seconds
         replica.flops += flops
         replica.iterations += k
+        replica.scheduled += k * len(plan.scheduled)
         self._push(now + seconds, _END, replica)
 
     def _jump(self, shape: BatchShape, k: int, now: float,
@@ -213,6 +224,12 @@ class Simulation:
 
 
 _END, _KICK = 0, 1
+
+
+def _sample_interval(arrivals: list[float], points: int) -> float:
+    if points <= 0 or len(arrivals) < 2:
+        return math.inf
+    return max((arrivals[-1] - arrivals[0]) / points, 1e-3)
 
 
 def simulate(workload: Workload, perf, config: SimConfig | None = None, **kw) -> dict:

@@ -1,0 +1,128 @@
+"""Reproducible comparisons: a grid of simulations run in parallel, then tables and figures.
+
+An experiment is a function `grid(quick) -> list[RunSpec]` and a function
+`analyze(records) -> (tables, figures, findings)`; the shipped ones live in the
+`aps.sim.experiment_*` modules.
+`run_experiment` runs the grid in worker processes and, given an output folder, writes the
+report (markdown, self-contained HTML, PNG plots, raw JSON and CSV) with `aps.sim.report`.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from aps.core import BatchConfig
+from aps.perf import make_perf_model
+from aps.sim.scenarios import load_scenario
+from aps.sim.simulator import SimConfig, Simulation
+from aps.sim.workload import Workload
+
+TIMELINE_POINTS = 120
+MAX_CDF_POINTS = 400  # per tenant: enough for a smooth curve, small enough for the JSON
+
+
+@dataclass(slots=True)
+class RunSpec:
+    """One simulation of the grid. `labels` name it in tables (policy, load, option, ...)."""
+
+    id: str
+    labels: dict
+    scenario: str | None = None  # a named scenario or file, or None with `build`
+    build: str | None = None  # a workload builder from experiment_defs.BUILDERS
+    build_args: dict = field(default_factory=dict)
+    requests: int | None = None
+    rate_scale: float = 1.0
+    policy: str = "aps"
+    policy_params: dict = field(default_factory=dict)
+    model: str = "llama-3-8b"
+    gpu: str = "a100-80gb"
+    tp: int = 1
+    replicas: int = 1
+    batch: dict = field(default_factory=dict)  # BatchConfig fields
+    seed: int = 0
+
+
+def workload_of(spec: RunSpec) -> Workload:
+    if spec.build is not None:
+        from aps.sim.experiment_kit import BUILDERS
+        w = BUILDERS[spec.build](np.random.default_rng(spec.seed), **spec.build_args)
+    else:
+        w = load_scenario(spec.scenario, seed=spec.seed, requests=spec.requests).workload
+    return w.scale_rate(spec.rate_scale) if spec.rate_scale != 1.0 else w
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Simulate one grid point; returns a plain-data record (picklable, JSON-able)."""
+    perf = make_perf_model(model=spec.model, gpu=spec.gpu, tp=spec.tp)
+    batch = {"kv_capacity_tokens": int(perf.kv_capacity_tokens), **spec.batch}
+    cfg = SimConfig(policy=spec.policy, policy_params=dict(spec.policy_params),
+                    batch=BatchConfig(**batch), replicas=spec.replicas,
+                    timeline_points=TIMELINE_POINTS)
+    sim = Simulation(workload_of(spec), perf, cfg)
+    summary = sim.run()
+    ttft = {t: _thin(sorted(v)) for t, v in sim.rec.ttft_by_tenant().items()}
+    return {"id": spec.id, "labels": spec.labels, "spec": asdict(spec), "summary": summary,
+            "timeline": sim.rec.timeline, "ttft_by_tenant": ttft,
+            "weights": {t.tenant_id: t.weight for t in sim.w.tenants}}
+
+
+def _thin(xs: list[float]) -> list[float]:
+    if len(xs) <= MAX_CDF_POINTS:
+        return xs
+    idx = np.linspace(0, len(xs) - 1, MAX_CDF_POINTS).round().astype(int)
+    return [xs[i] for i in idx]
+
+
+def run_grid(specs: list[RunSpec], workers: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Run every spec, in parallel processes when there is more than one; order kept."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
+    records: list[dict] = []
+    if workers == 1:
+        for spec in specs:
+            records.append(run_one(spec))
+            if progress:
+                progress(len(records), len(specs))
+        return records
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for record in pool.imap(run_one, specs):
+            records.append(record)
+            if progress:
+                progress(len(records), len(specs))
+    return records
+
+
+def experiments() -> dict:
+    """The shipped experiments by name (imported here: they build on this module)."""
+    from aps.sim import experiment_capacity, experiment_fairness, experiment_priority
+    return {**experiment_priority.EXPERIMENTS, **experiment_fairness.EXPERIMENTS,
+            **experiment_capacity.EXPERIMENTS}
+
+
+def run_experiment(name: str, quick: bool = False, out_dir: Path | None = None,
+                   workers: int | None = None, progress=None) -> dict:
+    """Run a named experiment; returns the results dict and writes the report to `out_dir`."""
+    known = experiments()
+    if name in known:
+        exp = known[name]
+    elif name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        from aps.sim.experiment_file import load_experiment
+        exp = load_experiment(Path(name))
+    else:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(sorted(known))} "
+                         "or a YAML file")
+    records = run_grid(exp.grid(quick), workers, progress)
+    tables, figures, findings = exp.analyze(records)
+    results = {"experiment": name, "title": exp.title,
+               "description": exp.description + ("\n\n" + findings if findings else ""),
+               "command": f"aps experiment {name}" + (" --quick" if quick else ""),
+               "quick": quick, "tables": tables, "figures": figures, "runs": records}
+    if out_dir is not None:
+        from aps.sim.report import write_report
+        write_report(results, Path(out_dir))
+    return results
