@@ -39,7 +39,8 @@ def analyze(records: list[dict]):
          "logx": True, "panels": [cdf_panel(r, r["labels"]["policy"])
                                   for r in by(records, workload="vtc-lmsys")]},
         {"name": "service_share_noisy", "title": "Share of tokens served, noisy-neighbour",
-         "kind": "line", "xlabel": "simulated time (s)", "ylabel": "share of tokens served",
+         "kind": "step", "xlabel": "simulated time (s)",
+         "ylabel": "share of tokens served (sliding window)",
          "panels": [share_panel(r, r["labels"]["policy"])
                     for r in by(records, workload="noisy-neighbour")]},
         {"name": "throughput_by_policy", "title": "Does fairness cost throughput?",
@@ -77,6 +78,8 @@ EXPERIMENTS = {
         "fit, Llama-3-8B on an A10G), the 27-tenant LMSYS trace "
         "of the VTC paper (Llama-2-7B on an A10G, as in the paper) and the ten busiest ServeGen "
         "clients (Llama-3-8B on an A10G). Continuous batching throughout; every policy sees the "
-        "same requests at the same times.",
+        "same requests at the same times. Every tenant of these workloads bids the same, so "
+        "`priority` and `aps` order requests as FIFO does and `class+vtc` as VTC does: the "
+        "identical rows are a check, not a copy.",
         grid, analyze),
 }

@@ -88,16 +88,18 @@ def cdf_panel(record: dict, title: str, limit: int = 12) -> dict:
         for t in names if record["ttft_by_tenant"].get(t)]}
 
 
-def share_panel(record: dict, title: str) -> dict:
-    """Each tenant's share of the tokens served in each sampling interval."""
+def share_panel(record: dict, title: str, window: int = 10) -> dict:
+    """Each tenant's share of the tokens served over a sliding window of samples."""
     tl = record["timeline"]
     t, service = tl["t"], tl["service"]
     tenants = sorted({k for s in service for k in s})
+    total = np.array([sum(s.values()) for s in service], dtype=float)
+    lagged = lambda x: x - np.concatenate([np.zeros(min(window, len(x))), x[:-window]])
+    served = lagged(total)
     series = []
     for name in tenants:
-        got = np.diff([s.get(name, 0) for s in service], prepend=0.0)
-        total = np.diff([sum(s.values()) for s in service], prepend=0.0)
-        share = np.where(total > 0, got / np.maximum(total, 1), np.nan)
+        got = lagged(np.array([s.get(name, 0) for s in service], dtype=float))
+        share = np.where(served > 0, got / np.maximum(served, 1), np.nan)
         series.append({"label": name, "x": t, "y": share.tolist()})
     return {"title": title, "series": series}
 
