@@ -65,3 +65,13 @@ def test_kv_counts_blocks_per_request_and_never_over_allocates():
 def test_kv_rejects_empty_configuration():
     with pytest.raises(ConfigError):
         BlockManager(0, 16)
+
+
+def test_bucket_is_ready_at_the_time_it_names_despite_rounding():
+    # 0.1 is not exact in binary: the refill at the named instant can fall short by an ulp.
+    for amount in (0.3, 1.7, 3.3, 9.9):
+        b = TokenBucket(rate=0.1, burst=10)
+        b.take(10, 0.3)
+        wake = 0.3 + b.time_until(amount, 0.3)
+        assert b.can_take(amount, wake), amount
+        assert b.time_until(amount, wake) == 0.0

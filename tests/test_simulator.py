@@ -17,9 +17,12 @@ from aps.sim.workload import Workload
 PERF = make_perf_model(model="llama-2-7b", gpu="a100-80gb")
 
 
-def random_workload(seed: int, n: int = 120, tenants: int = 3) -> Workload:
+def random_workload(seed: int, n: int = 120, tenants: int = 3, limits: bool = False) -> Workload:
     rng = np.random.default_rng(seed)
     ts = [Tenant(f"t{i}", weight=float(1 + i % 2), bid=1 + 4 * i % 10) for i in range(tenants)]
+    if limits:  # one tenant delayed by its bucket, one rejected over a concurrency limit
+        ts[0] = Tenant("t0", token_rate=1500, token_burst=8000, over_limit="delay")
+        ts[1] = Tenant("t1", weight=2.0, max_concurrent=3, over_limit="reject")
     return Workload.build(
         "random", ts, np.sort(rng.uniform(0, 20, n)), rng.integers(0, tenants, n),
         rng.integers(1, 3000, n), rng.integers(1, 400, n), rng.integers(1, 11, n))
@@ -39,12 +42,14 @@ def test_a_decode_run_costs_the_sum_of_its_iterations():
     assert flops == pytest.approx(sum(PERF.iteration_flops(s) for s in steps), rel=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 1000), policy=st.sampled_from(POLICIES),
        mode=st.sampled_from(["continuous", "micro"]), kv=st.sampled_from([8_000, 40_000, 400_000]),
-       replicas=st.integers(1, 2), router=st.sampled_from(["round-robin", "least-outstanding-tokens"]))
-def test_fast_mode_gives_the_same_per_request_times_as_step_mode(seed, policy, mode, kv, replicas, router):
-    w = random_workload(seed)
+       replicas=st.integers(1, 2), router=st.sampled_from(["round-robin", "least-outstanding-tokens"]),
+       limits=st.booleans())
+def test_fast_mode_gives_the_same_per_request_times_as_step_mode(seed, policy, mode, kv, replicas,
+                                                                 router, limits):
+    w = random_workload(seed, limits=limits)
     cfg = dict(policy=policy, replicas=replicas, router=router,
                batch=BatchConfig(mode=mode, kv_capacity_tokens=kv, max_num_seqs=32))
     fast, s_fast = run(w, True, **cfg)

@@ -5,6 +5,16 @@ import math
 from dataclasses import dataclass
 
 
+# Refills are computed in floating point: at the instant `time_until` names, the level may fall
+# short of the amount by a rounding error. Amounts within this relative tolerance count as there,
+# or a caller waking at that instant would be told to wait 0 more seconds, forever.
+_TOLERANCE = 1e-9
+
+
+def _short(level: float, amount: float) -> bool:
+    return level < amount - _TOLERANCE * max(1.0, amount)
+
+
 @dataclass(slots=True)
 class TokenBucket:
     """Holds up to `burst` tokens, refilled at `rate` per second. Starts full.
@@ -30,13 +40,13 @@ class TokenBucket:
         return self.level
 
     def can_take(self, amount: float, now: float) -> bool:
-        return self.refill(now) >= amount
+        return not _short(self.refill(now), amount)
 
     def take(self, amount: float, now: float) -> bool:
         """Take `amount` if it is there; all or nothing."""
-        if self.refill(now) < amount:
+        if _short(self.refill(now), amount):
             return False
-        self.level -= amount
+        self.level = max(0.0, self.level - amount)
         return True
 
     def give_back(self, amount: float, now: float) -> None:
@@ -48,5 +58,5 @@ class TokenBucket:
         """Seconds until `amount` tokens are available (0 if now, inf if never)."""
         if amount > self.burst:
             return math.inf
-        missing = amount - self.refill(now)
-        return 0.0 if missing <= 0 else missing / self.rate
+        level = self.refill(now)
+        return 0.0 if not _short(level, amount) else (amount - level) / self.rate
