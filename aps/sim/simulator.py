@@ -172,6 +172,9 @@ class Simulation:
         self._ended(replica, plan)
         if not plan:
             if plan.next_wakeup is not None:
+                if plan.next_wakeup <= now:  # it would be woken at this instant again, forever
+                    raise RuntimeError(f"replica {replica.index} idle at t={now} but asks to be "
+                                       f"woken at t={plan.next_wakeup}")
                 self._kick(replica, plan.next_wakeup)
             return
         shape = batch_shape(plan)
