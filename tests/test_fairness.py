@@ -22,14 +22,14 @@ def backlogged_gap(policy: str) -> float:
             s.submit(Request(f"{tenant}{i}", tenant, rng.randint(1, MAX_PROMPT),
                              rng.randint(1, MAX_OUT), 0.0), 0.0)
     served = {"a": 0.0, "b": 0.0}
-    samples, t = [], 0.0
+    samples, t = [], 0.0  # both stay backlogged until the loop ends
     while s.tenants["a"].num_in_flight and s.tenants["b"].num_in_flight:
         plan = s.step(t)
         for req, n in plan.scheduled:  # weighted service w_in=1, w_out=2, as VTC counts it
             served[req.tenant_id] += n if req.num_pending_tokens > 1 else 2
         t += 0.01
         s.complete_step(plan, t)
-        samples.append((t, dict(served)))
+        samples.append((dict(served), {"a", "b"}))
     return max_service_gap(samples)
 
 
@@ -88,3 +88,11 @@ def test_fast_forward_gives_the_same_times_as_stepping(policy, mode, seats, kv_b
         for a, b in zip(slow[rid], fast[rid]):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12), rid
     del rng
+
+
+def test_service_gap_only_counts_windows_where_both_tenants_wait():
+    samples = [({"a": 0, "b": 0}, {"a", "b"}), ({"a": 50, "b": 10}, {"a", "b"}),
+               ({"a": 500, "b": 10}, {"a"}),  # b idle: a may take everything
+               ({"a": 520, "b": 40}, {"a", "b"}), ({"a": 530, "b": 80}, {"a", "b"})]
+    assert max_service_gap(samples) == 40  # first run: 0 -> 40; second: 480 -> 450, range 30
+    assert max_service_gap([({"a": 0}, {"a"}), ({"a": 9}, {"a"})]) == 0

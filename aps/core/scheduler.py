@@ -476,6 +476,10 @@ class Scheduler:
         return len(self.policy)
 
     @property
+    def num_waiting_by_tenant(self) -> dict[str, int]:
+        return {t: n for t, n in self._waiting_per_tenant.items() if n}
+
+    @property
     def num_throttled(self) -> int:
         return sum(len(s.throttled) for s in self.tenants.values())
 

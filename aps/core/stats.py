@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -77,22 +77,24 @@ def fairness_index(service: Mapping[str, float], demand: Mapping[str, float],
     return jain_index(list(entitlement_ratios(service, demand, weight).values()))
 
 
-def max_service_gap(samples: Iterable[tuple[float, Mapping[str, float]]],
-                    backlogged: Iterable[tuple[str, str]] | None = None) -> float:
-    """VTC's measure: the largest difference in service two tenants received over any window,
-    from samples `(time, {tenant: cumulative weighted service})` taken while both were
-    backlogged. For a pair, with d(t) = S_a(t) - S_b(t), the worst window gap is
-    max over t1 < t2 of |d(t2) - d(t1)|: the range of d. `backlogged` limits the pairs.
+def max_service_gap(samples: Iterable[tuple[Mapping[str, float], Collection[str]]]) -> float:
+    """VTC's measure: the largest difference in service two tenants received over any window in
+    which both stayed backlogged.
+
+    `samples` are `(cumulative weighted service per tenant, tenants backlogged then)` in time
+    order. For a pair, d(t) = S_a(t) - S_b(t); over a run of samples in which both are
+    backlogged, the worst window is the range of d. A pair's run ends when either drains.
     """
-    lo: dict[tuple[str, str], float] = {}
-    hi: dict[tuple[str, str], float] = {}
-    pairs = None if backlogged is None else list(backlogged)
-    for _, cumulative in samples:
-        names = sorted(cumulative)
-        these = pairs or [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-        for a, b in these:
-            d = cumulative[a] - cumulative[b]
-            key = (a, b)
-            lo[key] = min(lo.get(key, d), d)
-            hi[key] = max(hi.get(key, d), d)
-    return max((hi[k] - lo[k] for k in hi), default=0.0)
+    best = 0.0
+    runs: dict[tuple[str, str], tuple[float, float]] = {}
+    for service, backlogged in samples:
+        names = sorted(backlogged)
+        live = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                d = service.get(a, 0.0) - service.get(b, 0.0)
+                lo, hi = runs.get((a, b), (d, d))
+                live[(a, b)] = lo, hi = min(lo, d), max(hi, d)
+                best = max(best, hi - lo)
+        runs = live
+    return best

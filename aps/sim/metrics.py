@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aps.core import Request, StepPlan
-from aps.core.stats import fairness_index
+from aps.core.stats import fairness_index, max_service_gap
 from aps.perf import cost_per_1m_tokens
 from aps.sim.workload import Workload
 
@@ -51,7 +51,7 @@ class Recorder:
 
         self.service_at_last_arrival: dict[str, int] | None = None
         self.timeline: dict[str, list] = {"t": [], "waiting": [], "running": [], "throttled": [],
-                                          "service": []}
+                                          "service": [], "backlogged": []}
 
     def sample(self, t: float, replicas) -> None:
         """Queue depth and cumulative service per tenant at simulated time `t`."""
@@ -61,6 +61,7 @@ class Recorder:
         tl["running"].append(sum(r.sched.num_running for r in replicas))
         tl["throttled"].append(sum(r.sched.num_throttled for r in replicas))
         tl["service"].append(_service(replicas))
+        tl["backlogged"].append(sorted({t for r in replicas for t in r.sched.num_waiting_by_tenant}))
 
     def ttft_by_tenant(self) -> dict[str, list[float]]:
         w, ttft = self.w, self.cols["ttft_s"]
@@ -132,6 +133,7 @@ class Recorder:
         out["slo_attainment"] = float(good.sum() / len(w)) if len(w) else math.nan
         out["goodput_requests_per_s"] = float(good.sum() / makespan) if makespan else 0.0
         out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
+        out["max_service_gap_tokens"] = self.service_gap  # from the timeline samples, if taken
         return out
 
     def note_last_arrival(self, replicas) -> None:
@@ -161,6 +163,10 @@ class Recorder:
                 "max_wait_s": float(wait.max()) if len(wait) else math.nan,
             }
         asked = {t: d for t, d in demand.items() if d > 0}
+        tl = self.timeline
+        per_weight = [{t: n / weight[t] for t, n in s.items()} for s in tl["service"]]
+        self.service_gap = (max_service_gap(zip(per_weight, tl["backlogged"]))
+                            if tl["t"] else math.nan)
         got = {t: float(offered.get(t, 0)) for t in asked}
         jain = fairness_index(got, asked, weight) if asked and sum(got.values()) else math.nan
         return per, jain
