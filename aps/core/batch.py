@@ -82,5 +82,24 @@ class StepPlan:
     def num_batched_tokens(self) -> int:
         return sum(n for _, n in self.scheduled)
 
+    def shape(self) -> tuple[int, float, int, int, int]:
+        """What an iteration time model needs: `(prefill tokens, prefill attention pairs,
+        prefill KV tokens read, decode requests, decode context sum)`.
+
+        A prefill chunk of n tokens after c0 cached ones attends over n * (c0 + (n + 1) / 2)
+        query-key pairs and reads c0 + n KV entries; a decode reads its whole context.
+        """
+        p = pairs = kv = d = ctx = 0
+        for req, n in self.scheduled:
+            c0 = req.num_computed_tokens
+            if n == 1 and req.num_output_tokens and c0 + 1 == req.prompt_tokens + req.num_output_tokens:
+                d += 1  # a decode: the one token sampled last
+                ctx += c0 + 1
+            else:
+                p += n
+                pairs += n * (c0 + (n + 1) / 2)
+                kv += c0 + n
+        return p, pairs, kv, d, ctx
+
     def __bool__(self) -> bool:
         return bool(self.scheduled)

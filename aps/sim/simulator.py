@@ -59,21 +59,6 @@ class Replica:
     scheduled: int = 0  # requests summed over iterations, for the mean batch size
 
 
-def batch_shape(plan: StepPlan) -> BatchShape:
-    """What the perf model needs to know about one iteration."""
-    p = pairs = kv = d = ctx = 0
-    for req, n in plan.scheduled:
-        c0 = req.num_computed_tokens
-        if n == 1 and req.num_output_tokens and c0 + 1 == req.prompt_tokens + req.num_output_tokens:
-            d += 1  # a decode: the one token sampled last
-            ctx += c0 + 1
-        else:
-            p += n
-            pairs += n * (c0 + (n + 1) / 2)
-            kv += c0 + n
-    return BatchShape(p, pairs, kv, d, ctx)
-
-
 def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
     """Seconds and FLOPs of `k` decode iterations starting from `shape`, each adding one
     token to every request's context, in closed form (both are linear in the context)."""
@@ -177,7 +162,7 @@ class Simulation:
                                        f"woken at t={plan.next_wakeup}")
                 self._kick(replica, plan.next_wakeup)
             return
-        shape = batch_shape(plan)
+        shape = BatchShape(*plan.shape())
         k = sched.decode_horizon(plan) if self.cfg.fast else 0
         if k > 1:
             horizon = min(next_arrival, sched.next_release(now))
