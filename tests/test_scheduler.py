@@ -218,3 +218,14 @@ def test_cancel_frees_everything_it_held(where):
     assert refunded == pytest.approx(expected)
     assert s.tenants["a"].num_in_flight == (0 if where != "throttled" else 1)
     assert [x.request_id for x in s.step(now).cancelled] == [target]
+
+
+def test_fail_ends_a_running_request_as_failed_and_frees_it():
+    s = Scheduler(tenants(max_concurrent=4))
+    s.submit(R("x", prompt=64, out=64), 0.0)
+    s.complete_step(s.step(0.0), 0.1)
+    assert s.kv.held("x") > 0
+    r = s.fail("x", 0.2, "upstream error")
+    assert r.status is Status.FAILED and r.reason == "upstream error" and s.kv.held("x") == 0
+    assert not s.running and s.tenants["a"].num_in_flight == 0
+    assert [x.request_id for x in s.step(0.2).failed] == ["x"]

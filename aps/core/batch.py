@@ -71,6 +71,7 @@ class StepPlan:
     finished: list[Request] = field(default_factory=list)
     rejected: list[Request] = field(default_factory=list)
     cancelled: list[Request] = field(default_factory=list)
+    failed: list[Request] = field(default_factory=list)
     stop_reason: StopReason = StopReason.NO_WAITING
     next_wakeup: float | None = None  # when idle: the earliest time a step could do something
 

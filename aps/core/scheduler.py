@@ -24,6 +24,7 @@ from aps.core.request import Request, Status
 from aps.core.tenant import OverLimit, Tenant
 
 RUNNING = Status.RUNNING
+_ENDINGS = (Status.FINISHED, Status.REJECTED, Status.CANCELLED, Status.FAILED)
 # Stop reasons that stay true while a batch only decodes: only a completion can lift them.
 _BLOCKED = frozenset({StopReason.MAX_SEQS, StopReason.KV_CACHE, StopReason.TOKEN_BUDGET,
                       StopReason.BATCH_RUNNING})
@@ -47,8 +48,7 @@ class Scheduler:
         self.governor = EntropyWindow(b.window_s) if b.adaptive_window else None
         self._window_opened: float | None = None
         self._waiting_per_tenant: dict[str, int] = {}
-        self._ended: dict[Status, list[Request]] = {s: [] for s in
-                                                     (Status.FINISHED, Status.REJECTED, Status.CANCELLED)}
+        self._ended: dict[Status, list[Request]] = {s: [] for s in _ENDINGS}
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -158,8 +158,9 @@ class Scheduler:
     def step(self, now: float) -> StepPlan:
         self._release_throttled(now)
         plan = StepPlan(now)
-        plan.finished, plan.rejected, plan.cancelled = (
-            self._ended[Status.FINISHED], self._ended[Status.REJECTED], self._ended[Status.CANCELLED])
+        ended = self._ended
+        plan.finished, plan.rejected = ended[Status.FINISHED], ended[Status.REJECTED]
+        plan.cancelled, plan.failed = ended[Status.CANCELLED], ended[Status.FAILED]
         self._ended = {s: [] for s in self._ended}
         if self.batch.mode == "micro":
             self._step_micro(plan, now)
@@ -363,6 +364,13 @@ class Scheduler:
 
     def cancel(self, request_id: str, now: float, reason: str = "cancelled") -> Request:
         """The client went away: drop the request wherever it is and free what it holds."""
+        return self._drop(request_id, now, Status.CANCELLED, reason)
+
+    def fail(self, request_id: str, now: float, reason: str) -> Request:
+        """The executor could not run the request: drop it as FAILED, freeing what it holds."""
+        return self._drop(request_id, now, Status.FAILED, reason)
+
+    def _drop(self, request_id: str, now: float, status: Status, reason: str) -> Request:
         req = self._live(request_id)
         admitted = req.status is not Status.THROTTLED
         if not admitted:
@@ -372,7 +380,7 @@ class Scheduler:
         elif self.policy.remove(req):
             self._dequeue(req)
         req.reason = reason
-        self._end(req, Status.CANCELLED, now, admitted)
+        self._end(req, status, now, admitted)
         return req
 
     def _live(self, request_id: str) -> Request:

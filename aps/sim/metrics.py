@@ -15,7 +15,7 @@ from aps.sim.workload import Workload
 if TYPE_CHECKING:
     from aps.sim.simulator import Simulation
 
-STATUS_CODES = {"pending": 0, "finished": 1, "rejected": 2, "cancelled": 3}
+STATUS_CODES = {"pending": 0, "finished": 1, "rejected": 2, "cancelled": 3, "failed": 4}
 _NAMES = {v: k for k, v in STATUS_CODES.items()}
 _COLUMNS = ("queue_s", "ttft_s", "tpot_s", "e2e_s", "start_s", "end_s")
 
@@ -78,6 +78,8 @@ class Recorder:
             self._ended(req, 2)
         for req in plan.cancelled:
             self._ended(req, 3)
+        for req in plan.failed:
+            self._ended(req, 4)
 
     def _ended(self, req: Request, code: int) -> None:
         i = int(req.request_id)
