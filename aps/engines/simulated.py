@@ -1,0 +1,28 @@
+"""The simulated GPU, paced in wall time: an iteration takes what the performance model says,
+divided by `speed`, and every sampled token is filler text."""
+from __future__ import annotations
+
+import asyncio
+
+from aps.core import StepPlan
+from aps.perf import BatchShape
+
+# Generated text is filler and says so: nothing here is a model's output.
+_FILLER = ("simulated", " token", " from", " a", " modelled", " GPU", ";", " no", " model",
+           " ran", ".")
+
+
+class SimulatedEngine:
+    def __init__(self, perf, speed: float = 1.0, model_name: str | None = None):
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.perf, self.speed = perf, speed
+        self.model_name = model_name or f"sim-{perf.name.split('@')[0]}"
+        self.busy_s = 0.0  # modelled GPU time, for utilization
+
+    async def execute(self, plan: StepPlan) -> dict[str, str]:
+        seconds = self.perf.iteration_time(BatchShape(*plan.shape()))
+        self.busy_s += seconds
+        await asyncio.sleep(seconds / self.speed)
+        return {req.request_id: _FILLER[req.num_output_tokens % len(_FILLER)]
+                for req, n in plan.scheduled if n == req.num_pending_tokens}
