@@ -48,6 +48,30 @@ def simulate_command(
         raise typer.Exit(2) from None
 
 
+@app.command("serve")
+def serve_command(
+    config: Path = typer.Option(None, help="YAML configuration (also APS_CONFIG)"),
+    host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default 8002)"),
+    policy: str = typer.Option(None, help="fifo, priority, aps, vtc, class+vtc"),
+    speed: float = typer.Option(None, help="run the simulated GPU this many times faster"),
+    force: bool = typer.Option(False, help="allow demo keys on a non-loopback address"),
+) -> None:
+    """Run the gateway: the seeds' API and an OpenAI-compatible API on a simulated GPU."""
+    import logging
+
+    from aps.core import ConfigError
+    from aps.server.config import load_config
+    from aps.server.serve import serve
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config, host=host, port=port, policy=policy, speed=speed)
+        serve(cfg, force=force)
+    except (ConfigError, ValueError, KeyError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command("experiment")
 def experiment_command(
     name: str = typer.Argument(..., help="static-vs-aps, fairness, governor, capacity, or a YAML file"),

@@ -8,7 +8,7 @@ from aps.core import StepPlan
 from aps.perf import BatchShape
 
 # Generated text is filler and says so: nothing here is a model's output.
-_FILLER = ("simulated", " token", " from", " a", " modelled", " GPU", ";", " no", " model",
+_FILLER = (" simulated", " token", " from", " a", " modelled", " GPU", ";", " no", " model",
            " ran", ".")
 
 

@@ -60,8 +60,11 @@ class Stream:
 
 class Runtime:
     def __init__(self, scheduler: Scheduler, engine: Engine,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_end: Callable[[Request], None] | None = None,
+                 on_iteration: Callable[[StepPlan], None] | None = None):
         self.sched, self.engine = scheduler, engine
+        self._on_end, self._on_iteration = on_end, on_iteration  # for metrics
         self._clock, self._t0 = clock, clock()
         self._streams: dict[str, Stream] = {}
         self._wake = asyncio.Event()
@@ -126,6 +129,8 @@ class Runtime:
                 pass
 
     async def _iterate(self, plan: StepPlan) -> None:
+        if self._on_iteration is not None:
+            self._on_iteration(plan)
         try:
             pieces = await self.engine.execute(plan)
         except EngineError as exc:
@@ -148,6 +153,8 @@ class Runtime:
                 stream = self._streams.pop(req.request_id, None)
                 if stream is not None:
                     stream._close()
+                if self._on_end is not None:
+                    self._on_end(req)
 
     async def drain(self, timeout_s: float) -> int:
         """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.

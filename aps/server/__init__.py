@@ -1,0 +1,5 @@
+"""The HTTP gateway: FastAPI routes in front of the runtime."""
+from aps.server.app import create_app
+from aps.server.config import ServerConfig, load_config
+
+__all__ = ["ServerConfig", "create_app", "load_config"]

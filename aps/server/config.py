@@ -1,0 +1,114 @@
+"""Server configuration: one YAML file plus `APS_*` environment variables, with demo defaults.
+
+    host: 127.0.0.1          # APS_HOST
+    port: 8002               # APS_PORT
+    policy: aps              # APS_POLICY
+    policy_params: {alpha: 0.1}
+    model: llama-3-8b        # APS_MODEL
+    gpu: a100-80gb           # APS_GPU
+    speed: 1.0               # APS_SPEED: the simulated GPU runs this many times faster than real time
+    batch: {max_num_seqs: 256, max_num_batched_tokens: 8192, max_waiting: 10000}
+    max_body_bytes: 1048576
+    drain_timeout_s: 30      # APS_DRAIN_TIMEOUT_S
+    tenants:
+      - {id: acme, keys: [sk-acme-1], weight: 2, bid: 8, token_rate: 5000, token_burst: 50000,
+         request_rate: 20, max_concurrent: 64, over_limit: reject}
+
+With no tenants configured the server runs in demo mode: the seeds' three tenants with the keys
+`sk-demo-<tenant>`, and `/infer` also accepts key-less requests that name their tenant.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
+
+
+class TenantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    keys: list[str] = []
+    weight: float = 1.0
+    bid: int = 5
+    token_rate: float | None = None
+    token_burst: float | None = None
+    request_rate: float | None = None
+    request_burst: float | None = None
+    max_concurrent: int | None = None
+    over_limit: OverLimit = OverLimit.REJECT
+
+    def tenant(self) -> Tenant:
+        return Tenant(self.id, self.weight, self.bid, self.token_rate, self.token_burst,
+                      self.request_rate, self.request_burst, self.max_concurrent, self.over_limit)
+
+
+# The seeds' tenants and their token limits (tokens/s, burst).
+DEMO_TENANTS = [
+    TenantConfig(id="tenant_a", keys=["sk-demo-tenant_a"], bid=10, token_rate=500, token_burst=5000),
+    TenantConfig(id="tenant_b", keys=["sk-demo-tenant_b"], bid=5, token_rate=300, token_burst=3000),
+    TenantConfig(id="tenant_c", keys=["sk-demo-tenant_c"], bid=1, token_rate=1000, token_burst=10000),
+]
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = 8002
+    policy: str = "aps"
+    policy_params: dict[str, Any] = {}
+    model: str = "llama-3-8b"
+    gpu: str = "a100-80gb"
+    speed: float = Field(1.0, gt=0)
+    batch: dict[str, Any] = {}
+    max_body_bytes: int = Field(1 << 20, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+    tenants: list[TenantConfig] = []
+
+    @property
+    def demo(self) -> bool:
+        return not self.tenants
+
+    def tenant_configs(self) -> list[TenantConfig]:
+        return self.tenants or DEMO_TENANTS
+
+    def batch_config(self, kv_capacity_tokens: int) -> BatchConfig:
+        return BatchConfig(**{"kv_capacity_tokens": kv_capacity_tokens, "max_waiting": 10_000,
+                              **self.batch})
+
+
+_ENV = {"APS_HOST": "host", "APS_PORT": "port", "APS_POLICY": "policy", "APS_MODEL": "model",
+        "APS_GPU": "gpu", "APS_SPEED": "speed", "APS_DRAIN_TIMEOUT_S": "drain_timeout_s"}
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                **overrides: Any) -> ServerConfig:
+    """File, then `APS_*` variables, then explicit overrides (command-line options)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = path or env.get("APS_CONFIG")
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    data.update({field: env[var] for var, field in _ENV.items() if var in env})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = ServerConfig(**data)
+        for t in config.tenant_configs():
+            t.tenant()  # the core's own checks: bid range, positive rates, ...
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path or 'configuration'}: field '{where}': {first['msg']}") from None
+    keys = [k for t in config.tenant_configs() for k in t.keys]
+    if len(keys) != len(set(keys)):
+        raise ConfigError(f"{path or 'configuration'}: an API key is given to two tenants")
+    return config

@@ -1,0 +1,102 @@
+"""OpenAI-compatible routes: completions, chat completions (with SSE streaming), models."""
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Header, Request as HttpRequest
+from fastapi.responses import StreamingResponse
+
+from aps.core import Request, Status
+from aps.server.schemas import ChatBody, CompletionBody
+
+router = APIRouter(prefix="/v1")
+
+DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 256}  # OpenAI's completions default is 16
+
+
+def _usage(req: Request) -> dict:
+    return {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.num_output_tokens,
+            "total_tokens": req.prompt_tokens + req.num_output_tokens}
+
+
+def _finish_reason(req: Request) -> str:
+    return "length" if req.num_output_tokens >= req.max_tokens else "stop"
+
+
+@router.get("/models")
+async def models(http: HttpRequest, authorization: str | None = Header(None)):
+    gw = http.app.state.gateway
+    gw.tenant_for(authorization)
+    return {"object": "list", "data": [{"id": gw.engine.model_name, "object": "model",
+                                        "created": int(gw.started), "owned_by": "aps"}]}
+
+
+@router.post("/completions")
+async def completions(body: CompletionBody, http: HttpRequest,
+                      authorization: str | None = Header(None)):
+    prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+    return await _generate(http, authorization, body, prompt, chat=False)
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatBody, http: HttpRequest,
+                           authorization: str | None = Header(None)):
+    prompt = "\n".join(f"{m.role}: {m.text()}" for m in body.messages)
+    return await _generate(http, authorization, body, prompt, chat=True)
+
+
+async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: bool):
+    from aps.server.app import count_tokens
+    gw = http.app.state.gateway
+    tenant = gw.tenant_for(authorization)
+    kind = "chat" if chat else "completion"
+    req, stream = gw.submit(tenant, count_tokens(prompt), body.limit(DEFAULT_MAX_TOKENS[kind]),
+                            body.priority, "chatcmpl" if chat else "cmpl")
+    model = gw.engine.model_name
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(gw, req, stream, model, chat, usage),
+                                 media_type="text/event-stream")
+    text = await gw.collect(http, req, stream)
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "finish_reason": _finish_reason(req), "logprobs": None}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": _finish_reason(req), "logprobs": None}
+    return {"id": req.request_id, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [choice], "usage": _usage(req)}
+
+
+async def _sse(gw, req: Request, stream, model: str, chat: bool, include_usage: bool):
+    """Server-sent events in OpenAI's chunk format, ending in `data: [DONE]`. A client that
+    goes away cancels the generator, and with it the request."""
+    base = {"id": req.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model}
+
+    def event(choices: list, **extra) -> str:
+        return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
+
+    def piece(text: str | None, finish: str | None, first: bool = False) -> dict:
+        if chat:
+            delta = {"role": "assistant", "content": text or ""} if first else \
+                ({"content": text} if text is not None else {})
+            return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+
+    try:
+        first = True
+        async for text in stream:
+            yield event([piece(text, None, first)])
+            first = False
+        if req.status is not Status.FINISHED:
+            error = {"message": f"request {req.status.value}: {req.reason}", "type": "server_error",
+                     "code": req.status.value}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        else:
+            yield event([piece(None, _finish_reason(req), first)])
+            if include_usage:
+                yield event([], usage=_usage(req))
+        yield "data: [DONE]\n\n"
+    finally:
+        gw.runtime.cancel(req.request_id)  # a no-op when it already ended

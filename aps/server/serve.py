@@ -1,0 +1,66 @@
+"""Running the gateway under uvicorn, with a drain on SIGTERM.
+
+The first SIGTERM or SIGINT stops admitting requests (new ones get 503), lets in-flight ones
+finish for up to `drain_timeout_s`, then exits; a second one exits at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+
+import uvicorn
+
+from aps.core import ConfigError
+from aps.server.app import create_app
+from aps.server.config import ServerConfig
+
+log = logging.getLogger("aps.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway, drain_timeout_s: float):
+        super().__init__(config)
+        self.gateway, self.drain_timeout_s = gateway, drain_timeout_s
+        self._draining = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self._draining:
+            return super().handle_exit(sig, frame)
+        self._draining = True
+        self.gateway.runtime.accepting = False
+        log.warning("draining: refusing new requests, waiting up to %.0f s for %d in flight",
+                    self.drain_timeout_s, len(self.gateway.sched.requests))
+        asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        runtime, deadline = self.gateway.runtime, self.gateway.runtime.now() + self.drain_timeout_s
+        while self.gateway.sched.requests and runtime.now() < deadline:
+            await asyncio.sleep(0.02)
+        self.should_exit = True
+
+
+def serve(config: ServerConfig, force: bool = False) -> None:
+    if not is_loopback(config.host) and config.demo and not force:
+        raise ConfigError(f"refusing to serve demo keys on {config.host}: configure tenants "
+                          "and keys, or pass --force")
+    app = create_app(config)
+    gateway = app.state.gateway
+    if config.demo:
+        keys = ", ".join(f"{t.id}: {t.keys[0]}" for t in config.tenant_configs())
+        log.warning("demo mode: no tenants configured; demo keys are %s", keys)
+    log.warning("APS on http://%s:%d: %s on simulated %s (speed x%g), policy %s", config.host,
+                config.port, gateway.engine.model_name, config.gpu, config.speed, config.policy)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
+                        timeout_graceful_shutdown=int(config.drain_timeout_s) + 5,
+                        access_log=False)
+    DrainingServer(uv, gateway, config.drain_timeout_s).run()

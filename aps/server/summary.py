@@ -1,0 +1,25 @@
+"""The seeds' JSON summary at `/metrics?format=json`."""
+from __future__ import annotations
+
+import time
+
+from aps.perf import cost_per_1m_tokens
+from aps.server.metrics import live_jain
+
+
+def summary(gw) -> dict:
+    sched, elapsed = gw.sched, max(time.time() - gw.started, 1e-9)
+    tokens = sum(sched.service_tokens.values())
+    modelled = gw.engine.busy_s / gw.config.speed  # wall seconds the simulated GPU was busy
+    return {
+        "uptime_s": elapsed,
+        "throughput_tokens_per_s": tokens / elapsed,
+        "gpu_utilization": min(1.0, modelled / elapsed),
+        "cost_per_1m_tokens_usd": cost_per_1m_tokens(gw.perf.price_per_hour, tokens, elapsed),
+        "jain_fairness": live_jain(sched),
+        "running": sched.num_running, "waiting": sched.num_waiting,
+        "throttled": sched.num_throttled, "kv_cache_usage": sched.kv.usage,
+        "per_tenant": {t: {"service_tokens": sched.service_tokens.get(t, 0),
+                           "in_flight": s.num_in_flight, "throttled": len(s.throttled)}
+                       for t, s in sched.tenants.items()},
+    }

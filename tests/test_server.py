@@ -1,0 +1,231 @@
+"""The gateway as users run it: a real uvicorn process on 127.0.0.1, the official openai SDK."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+CONFIG = """
+speed: 50
+drain_timeout_s: 5
+max_body_bytes: 20000
+tenants:
+  - {id: acme, keys: [sk-acme], bid: 8}
+  - {id: beta, keys: [sk-beta], bid: 2}
+  - {id: tight, keys: [sk-tight], token_rate: 10, token_burst: 300}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp_path, config: str | None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "aps", "serve", "--port", str(self.port)]
+        if config is not None:
+            path = tmp_path / "aps.yaml"
+            path.write_text(config)
+            args += ["--config", str(path)]
+        else:
+            args += ["--speed", "50"]
+        self.log = open(tmp_path / "server.log", "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "APS_CONFIG": ""})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start: " + (tmp_path / "server.log").read_text())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def summary(self) -> dict:
+        return httpx.get(self.url + "/metrics?format=json").json()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("srv"), CONFIG)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("demo"), None)
+    yield s
+    s.stop()
+
+
+def client(server, key="sk-acme") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_completions_and_chat_with_the_openai_sdk(server):
+    c = client(server)
+    out = c.completions.create(model="any", prompt="Say something.", max_tokens=7)
+    assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 7
+    assert out.model == "sim-llama-3-8b" and out.choices[0].text
+    chat = c.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}],
+                                     max_completion_tokens=4, extra_body={"ignore_eos": True})
+    assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 4
+    assert [m.id for m in c.models.list().data] == ["sim-llama-3-8b"]
+
+
+def test_streaming_chat_ends_with_usage_and_done(server):
+    chunks = list(client(server).chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text and chunks[-1].usage.completion_tokens == 6
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    raw = httpx.post(server.url + "/v1/completions", headers={"Authorization": "Bearer sk-acme"},
+                     json={"prompt": "x", "max_tokens": 2, "stream": True}).text
+    assert raw.rstrip().endswith("data: [DONE]")
+
+
+def test_async_client_runs_concurrent_requests(server):
+    async def main():
+        c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="sk-beta", max_retries=0)
+        outs = await asyncio.gather(*(c.completions.create(model="m", prompt="p", max_tokens=3)
+                                      for _ in range(20)))
+        await c.close()
+        return outs
+    assert all(o.usage.completion_tokens == 3 for o in asyncio.run(main()))
+
+
+def test_auth_errors_are_in_openais_shape(server):
+    with pytest.raises(openai.AuthenticationError):
+        client(server, key="sk-wrong").completions.create(model="m", prompt="p", max_tokens=1)
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "p"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    r = httpx.post(server.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
+    assert r.status_code == 401  # keys configured: key-less seeds' requests are refused
+
+
+def test_bad_bodies_get_400_and_413(server):
+    with pytest.raises(openai.BadRequestError) as err:
+        client(server).completions.create(model="m", prompt="p", max_tokens=0)
+    assert "max_tokens" in str(err.value)
+    r = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-acme"},
+                   json={"messages": []})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(server.url + "/v1/completions", headers={"Authorization": "Bearer sk-acme"},
+                   json={"prompt": "x" * 30000})
+    assert r.status_code == 413 and "body" in r.json()["error"]["message"]
+
+
+def test_another_tenants_status_is_not_found(server):
+    h = {"Authorization": "Bearer sk-acme"}
+    mine = httpx.get(server.url + "/tenants/acme/status", headers=h)
+    assert mine.status_code == 200 and mine.json()["tenant_id"] == "acme"
+    for other in ("beta", "no-such-tenant"):
+        r = httpx.get(server.url + f"/tenants/{other}/status", headers=h)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_rate_limit_gives_429_with_retry_after_and_ratelimit_headers(server):
+    h = {"Authorization": "Bearer sk-tight"}
+    first = httpx.post(server.url + "/v1/completions", headers=h,
+                       json={"prompt": "x" * 400, "max_tokens": 150})
+    assert first.status_code == 200
+    r = httpx.post(server.url + "/v1/completions", headers=h, json={"prompt": "x" * 400, "max_tokens": 150})
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["x-ratelimit-limit-tokens"] == "300"
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) < 250
+    with pytest.raises(openai.BadRequestError, match="burst of 300"):
+        client(server, "sk-tight").completions.create(model="m", prompt="p", max_tokens=500)
+
+
+def test_a_client_that_disconnects_cancels_its_request(server):
+    before = server.summary()
+    with httpx.stream("POST", server.url + "/v1/completions",
+                      headers={"Authorization": "Bearer sk-beta"},
+                      json={"prompt": "p", "max_tokens": 100_000, "stream": True}) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+    with httpx.Client(timeout=30) as c:  # a non-streaming one, abandoned by a short timeout
+        with pytest.raises(httpx.ReadTimeout):
+            c.post(server.url + "/v1/completions", headers={"Authorization": "Bearer sk-beta"},
+                   json={"prompt": "p", "max_tokens": 100_000}, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        s = server.summary()
+        if s["running"] == 0 and s["per_tenant"]["beta"]["in_flight"] == 0:
+            break
+        time.sleep(0.1)
+    assert s["running"] == 0 and s["waiting"] == 0 and s["kv_cache_usage"] == 0
+    assert s["per_tenant"]["beta"]["in_flight"] == 0
+    assert s["per_tenant"]["beta"]["service_tokens"] > before["per_tenant"]["beta"]["service_tokens"]
+
+
+def test_prometheus_metrics_use_aps_names_and_known_tenants(server):
+    client(server).completions.create(model="m", prompt="p", max_tokens=2)
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("aps:time_to_first_token_seconds_bucket", "aps:num_requests_running",
+                 "aps:kv_cache_usage_perc", "aps:generation_tokens_total",
+                 "aps:tenant_service_share", "aps:jain_fairness_index"):
+        assert name in text, name
+    assert 'tenant="acme"' in text
+    assert "jain_fairness" in server.summary()
+
+
+def test_demo_mode_takes_the_seeds_requests_and_demo_keys(demo):
+    r = httpx.post(demo.url + "/infer", json={"tenant_id": "tenant_a", "prompt": "hello",
+                                               "tokens_requested": 5, "priority_bid": 10})
+    body = r.json()
+    assert r.status_code == 200 and body["completion_tokens"] == 5 and body["tenant_id"] == "tenant_a"
+    assert body["latency_ms"] >= body["ttft_ms"] >= body["queue_ms"] >= 0
+    out = client(demo, "sk-demo-tenant_c").completions.create(model="m", prompt="p", max_tokens=2)
+    assert out.usage.completion_tokens == 2
+    r = httpx.post(demo.url + "/infer", headers={"Authorization": "Bearer sk-demo-tenant_b"},
+                   json={"tenant_id": "tenant_a", "prompt": "p"})
+    assert r.status_code == 403
+
+
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
+    s = Server(tmp_path, CONFIG.replace("speed: 50", "speed: 2"))
+    try:
+        async def main():
+            async with httpx.AsyncClient(timeout=30) as c:
+                h = {"Authorization": "Bearer sk-acme"}
+                slow = asyncio.create_task(c.post(s.url + "/v1/completions", headers=h,
+                                                  json={"prompt": "p", "max_tokens": 600}))
+                await asyncio.sleep(0.3)
+                s.proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                late = await c.post(s.url + "/v1/completions", headers=h,
+                                    json={"prompt": "p", "max_tokens": 2})
+                return await slow, late
+        slow, late = asyncio.run(main())
+        assert slow.status_code == 200 and slow.json()["usage"]["completion_tokens"] == 600
+        assert late.status_code == 503 and late.json()["error"]["code"] == "draining"
+        assert s.proc.wait(20) == 0
+    finally:
+        s.stop()
