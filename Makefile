@@ -12,7 +12,7 @@ $(BIN)/aps: pyproject.toml
 	touch $(BIN)/aps
 
 run: $(BIN)/aps
-	$(BIN)/aps simulate seed-stress
+	$(BIN)/aps serve
 
 test: $(BIN)/aps
 	$(BIN)/python -m pytest

@@ -229,3 +229,12 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
         assert s.proc.wait(20) == 0
     finally:
         s.stop()
+
+
+def test_the_seeds_stress_command_reports_both_tenants(demo):
+    from typer.testing import CliRunner
+
+    from aps.cli import app
+    result = CliRunner().invoke(app, ["stress", "--url", demo.url, "--per-tenant", "5"])
+    assert result.exit_code == 0, result.output
+    assert "tenant_a" in result.output and "tenant_b" in result.output

@@ -72,6 +72,33 @@ def serve_command(
         raise typer.Exit(2) from None
 
 
+@app.command("stress")
+def stress_command(
+    url: str = typer.Option("http://127.0.0.1:8002", help="a running `aps serve` (demo keys)"),
+    per_tenant: int = typer.Option(50, help="requests per tenant, all sent at once"),
+    tokens: int = typer.Option(20, help="tokens_requested per request"),
+) -> None:
+    """The seeds' stress test against a running gateway: tenant_a bids 10, tenant_b bids 1."""
+    import asyncio
+
+    import httpx
+
+    from aps.cli import loadgen
+    try:
+        result = asyncio.run(loadgen.stress(url.rstrip("/"), per_tenant, tokens))
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] cannot reach {url}: {exc}; start it with `aps serve`")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{2 * per_tenant} requests at once to {url}/infer")
+    for col in ("tenant", "bid", "requests", "ok", "refused", "TTFT p50 s", "TTFT p99 s", "latency p50 s"):
+        table.add_column(col, justify="right")
+    for tenant, bid in (("tenant_a", 10), ("tenant_b", 1)):
+        r = result[tenant]
+        table.add_row(tenant, str(bid), str(r["requests"]), str(r["ok"]), str(r["refused"] or "-"),
+                      f"{r['ttft_p50_s']:.3f}", f"{r['ttft_p99_s']:.3f}", f"{r['latency_p50_s']:.3f}")
+    console.print(table)
+
+
 @app.command("experiment")
 def experiment_command(
     name: str = typer.Argument(..., help="static-vs-aps, fairness, governor, capacity, or a YAML file"),
@@ -140,6 +167,24 @@ def bench_sim_command(
                       f"{r['requests_per_s']:,}", str(r["peak_rss_mb"]), f"{r['iterations']:,}",
                       f"{r['simulated_s']:,}")
     console.print(table)
+
+
+@bench.command("serve")
+def bench_serve_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    seconds: float = typer.Option(5.0, help="duration of each throughput run"),
+) -> None:
+    """What the gateway itself costs: added latency, requests/s, streamed tokens/s."""
+    from aps.cli import loadgen
+    result = loadgen.bench_serve(seconds)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(f"gateway on 127.0.0.1, simulated GPU at 1000x: added latency p50 "
+                  f"{result['added_p50_ms']:.2f} ms, p99 {result['added_p99_ms']:.2f} ms; "
+                  f"{result['requests_per_s']:,.0f} requests/s (32 clients, 16 tokens each); "
+                  f"{result['streamed_tokens_per_s']:,.0f} streamed tokens/s (32 streams); "
+                  f"{result['errors']} errors")
 
 
 def main() -> None:

@@ -1,0 +1,42 @@
+"""Server configuration: file, environment, overrides, and clear errors."""
+import pytest
+
+from aps.core import ConfigError
+from aps.server.config import load_config
+from aps.server.serve import is_loopback, serve
+
+
+def test_defaults_are_the_demo():
+    cfg = load_config(env={})
+    assert cfg.demo and cfg.host == "127.0.0.1" and cfg.port == 8002 and cfg.policy == "aps"
+    assert [t.keys[0] for t in cfg.tenant_configs()] == [
+        "sk-demo-tenant_a", "sk-demo-tenant_b", "sk-demo-tenant_c"]
+
+
+def test_file_then_environment_then_options(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("policy: vtc\nport: 9000\nspeed: 2\ntenants:\n  - {id: a, keys: [k1]}\n")
+    cfg = load_config(path, env={"APS_PORT": "9100", "APS_SPEED": "4"}, speed=8)
+    assert (cfg.policy, cfg.port, cfg.speed, cfg.demo) == ("vtc", 9100, 8.0, False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("speed: 0\n", "field 'speed'"),
+    ("tenants:\n  - {id: a, bid: 12}\n", "bid must be in 1..10"),
+    ("tenants:\n  - {id: a, colour: red}\n", "field 'tenants.0.colour'"),
+    ("tenants:\n  - {id: a, keys: [k]}\n  - {id: b, keys: [k]}\n", "given to two tenants"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("port: [\n", "cannot read"),
+])
+def test_a_bad_file_says_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})
+
+
+def test_demo_keys_stay_on_loopback_unless_forced():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    with pytest.raises(ConfigError, match="refusing to serve demo keys on 0.0.0.0"):
+        serve(load_config(env={}, host="0.0.0.0"))
