@@ -238,3 +238,27 @@ def test_the_seeds_stress_command_reports_both_tenants(demo):
     result = CliRunner().invoke(app, ["stress", "--url", demo.url, "--per-tenant", "5"])
     assert result.exit_code == 0, result.output
     assert "tenant_a" in result.output and "tenant_b" in result.output
+
+
+def test_a_full_queue_answers_503(tmp_path):
+    s = Server(tmp_path, "speed: 1\nbatch: {max_num_seqs: 1, max_waiting: 1}\n"
+                         "tenants:\n  - {id: acme, keys: [sk-acme]}\n")
+    try:
+        async def main():
+            async with httpx.AsyncClient(timeout=30) as c:
+                h = {"Authorization": "Bearer sk-acme"}
+                body = {"prompt": "p", "max_tokens": 2000}
+                running = asyncio.create_task(c.post(s.url + "/v1/completions", headers=h, json=body))
+                while (await c.get(s.url + "/health")).json()["running"] < 1:
+                    await asyncio.sleep(0.02)
+                waiting = asyncio.create_task(c.post(s.url + "/v1/completions", headers=h, json=body))
+                while (await c.get(s.url + "/health")).json()["waiting"] < 1:
+                    await asyncio.sleep(0.02)
+                full = await c.post(s.url + "/v1/completions", headers=h, json=body)
+                running.cancel()
+                waiting.cancel()
+                return full
+        full = asyncio.run(main())
+        assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+    finally:
+        s.stop()
