@@ -1,16 +1,13 @@
 """The gateway as users run it: a real uvicorn process on 127.0.0.1, the official openai SDK."""
 import asyncio
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
+
+from aps.cli.loadgen import LocalServer
 
 CONFIG = """
 speed: 50
@@ -23,61 +20,27 @@ tenants:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_server(tmp_path, config: str | None) -> LocalServer:
+    """A real `aps serve`; with no config, the demo mode at 50x speed."""
+    if config is None:
+        return LocalServer("{}", speed=50, log_path=tmp_path / "server.log")
+    return LocalServer(config, log_path=tmp_path / "server.log")
 
 
-class Server:
-    def __init__(self, tmp_path, config: str | None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "aps", "serve", "--port", str(self.port)]
-        if config is not None:
-            path = tmp_path / "aps.yaml"
-            path.write_text(config)
-            args += ["--config", str(path)]
-        else:
-            args += ["--speed", "50"]
-        self.log = open(tmp_path / "server.log", "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "APS_CONFIG": ""})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not start: " + (tmp_path / "server.log").read_text())
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-    def summary(self) -> dict:
-        return httpx.get(self.url + "/metrics?format=json").json()
+def summary(server) -> dict:
+    return httpx.get(server.url + "/metrics?format=json").json()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("srv"), CONFIG)
+    s = start_server(tmp_path_factory.mktemp("srv"), CONFIG)
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("demo"), None)
+    s = start_server(tmp_path_factory.mktemp("demo"), None)
     yield s
     s.stop()
 
@@ -164,7 +127,7 @@ def test_rate_limit_gives_429_with_retry_after_and_ratelimit_headers(server):
 
 
 def test_a_client_that_disconnects_cancels_its_request(server):
-    before = server.summary()
+    before = summary(server)
     with httpx.stream("POST", server.url + "/v1/completions",
                       headers={"Authorization": "Bearer sk-beta"},
                       json={"prompt": "p", "max_tokens": 100_000, "stream": True}) as r:
@@ -176,7 +139,7 @@ def test_a_client_that_disconnects_cancels_its_request(server):
                    json={"prompt": "p", "max_tokens": 100_000}, timeout=0.5)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        s = server.summary()
+        s = summary(server)
         if s["running"] == 0 and s["per_tenant"]["beta"]["in_flight"] == 0:
             break
         time.sleep(0.1)
@@ -193,7 +156,7 @@ def test_prometheus_metrics_use_aps_names_and_known_tenants(server):
                  "aps:tenant_service_share", "aps:jain_fairness_index"):
         assert name in text, name
     assert 'tenant="acme"' in text
-    assert "jain_fairness" in server.summary()
+    assert "jain_fairness" in summary(server)
 
 
 def test_demo_mode_takes_the_seeds_requests_and_demo_keys(demo):
@@ -210,7 +173,7 @@ def test_demo_mode_takes_the_seeds_requests_and_demo_keys(demo):
 
 
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
-    s = Server(tmp_path, CONFIG.replace("speed: 50", "speed: 2"))
+    s = start_server(tmp_path, CONFIG.replace("speed: 50", "speed: 2"))
     try:
         async def main():
             async with httpx.AsyncClient(timeout=30) as c:
@@ -241,7 +204,7 @@ def test_the_seeds_stress_command_reports_both_tenants(demo):
 
 
 def test_a_full_queue_answers_503(tmp_path):
-    s = Server(tmp_path, "speed: 1\nbatch: {max_num_seqs: 1, max_waiting: 1}\n"
+    s = start_server(tmp_path, "speed: 1\nbatch: {max_num_seqs: 1, max_waiting: 1}\n"
                          "tenants:\n  - {id: acme, keys: [sk-acme]}\n")
     try:
         async def main():

@@ -65,38 +65,49 @@ batch: {max_waiting: 100000}
 
 
 class LocalServer:
-    """`aps serve` in a child process on a free loopback port; stopped by PID."""
+    """`aps serve` in a child process on a free loopback port, with `config` (YAML text);
+    stopped by PID with SIGTERM, as an operator would."""
 
-    def __init__(self, speed: float, config: str):
+    def __init__(self, config: str, speed: float | None = None, log_path=None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         self._config.write(config)
         self._config.close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aps", "serve", "--port", str(self.port), "--speed", str(speed),
-             "--config", self._config.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "APS_CONFIG": ""})
+        args = [sys.executable, "-m", "aps", "serve", "--port", str(self.port),
+                "--config", self._config.name]
+        if speed is not None:
+            args += ["--speed", str(speed)]
+        self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "APS_CONFIG": ""})
+        self._wait_ready()
 
-    def wait_ready(self, timeout_s: float = 30) -> None:
+    def _wait_ready(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("the server did not start")
+        raise RuntimeError(f"the server on {self.url} did not start")
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, wait for the drain, and return the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        os.unlink(self._config.name)
+                self.proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        if os.path.exists(self._config.name):
+            os.unlink(self._config.name)
+        return self.proc.returncode
 
 
 async def added_latency(url: str, n: int = 300) -> dict:
@@ -143,9 +154,8 @@ async def throughput(url: str, seconds: float, concurrency: int, stream: bool,
 def bench_serve(seconds: float = 5.0) -> dict:
     """Start a gateway whose simulated GPU runs 1000x faster than real time (so the engine's
     own time is negligible) and measure what the gateway itself costs."""
-    server = LocalServer(speed=1000, config=BENCH_CONFIG)
+    server = LocalServer(BENCH_CONFIG, speed=1000)
     try:
-        server.wait_ready()
         latency = asyncio.run(added_latency(server.url))
         plain = asyncio.run(throughput(server.url, seconds, 32, False, 16))
         streamed = asyncio.run(throughput(server.url, seconds, 32, True, 256))
