@@ -6,7 +6,7 @@ Numbers in an experiment's findings are computed from its runs, never written by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -14,12 +14,15 @@ from aps.core import Tenant
 from aps.sim.generators import Gamma, LogNormal, OnOff, Poisson
 from aps.sim.workload import Workload, merge
 
+if TYPE_CHECKING:  # experiments.py imports this module's builders at run time
+    from aps.sim.experiments import RunSpec
+
 
 @dataclass(frozen=True)
 class Experiment:
     title: str
     description: str
-    grid: Callable[[bool], list[RunSpec]]
+    grid: Callable[[bool], list["RunSpec"]]
     analyze: Callable[[list[dict]], tuple[list, list, str]]
 
 

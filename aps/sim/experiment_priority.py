@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 
-from aps.sim.experiment_kit import (SUMMARY_COLUMNS, Experiment, by, cdf_panel, queue_panel,
-                                    summary_row)
+from aps.sim.experiment_kit import (SUMMARY_COLUMNS, Experiment, by, cdf_panel, queue_panel)
 from aps.sim.experiments import RunSpec
 
 POLICIES = [("fifo", {}), ("priority", {}), ("aps", {"alpha": 0.05}), ("aps", {"alpha": 0.2}),
