@@ -27,7 +27,7 @@ def meets_slo(record: dict) -> bool:
 
 
 def analyze(records: list[dict]):
-    rows, cheapest = [], {}
+    rows, cheapest, chosen = [], {}, {}
     for gpu in dict.fromkeys(r["labels"]["gpu"] for r in records):
         for mode in ("continuous", "micro"):
             runs = sorted(by(records, gpu=gpu, batch=mode), key=lambda r: r["labels"]["replicas"])
@@ -39,6 +39,7 @@ def analyze(records: list[dict]):
                          s["gpu_utilization"] if s else math.nan, s["mfu"] if s else math.nan])
             if ok:
                 cheapest[(gpu, mode)] = s["cost_per_1m_tokens_usd"]
+                chosen[(gpu, mode)] = s
     table = {"title": f"Replicas needed for TTFT p90 < {SLO_TTFT_P90_S:g} s and TPOT p99 < "
                       f"{SLO_TPOT_P99_S:g} s (azure-conv, Llama-3-8B, FIFO)",
              "columns": ["GPU", "batching", "replicas", "TTFT p90 s", "TPOT p99 s",
@@ -51,7 +52,21 @@ def analyze(records: list[dict]):
                   {"label": gpu, "x": [r["labels"]["replicas"] for r in by(records, gpu=gpu, batch=mode)],
                    "y": [r["summary"]["ttft_s"]["p90"] for r in by(records, gpu=gpu, batch=mode)]}
                   for gpu in gpus]} for mode in ("continuous", "micro")]}
-    return [table], [figure], _findings(cheapest)
+    met = sorted(chosen, key=lambda k: chosen[k]["cost_per_1m_tokens_usd"])
+    labels = [f"{g} ({m}, {n})" for g, m in met
+              for n in [next(row[2] for row in rows if row[:2] == [g, m])]]
+    economics = {"name": "capacity_cost_utilization",
+                 "title": "Configurations that meet the SLO: cost, busy time and MFU",
+                 "kind": "bar", "xlabel": "GPU (batching, replicas)", "ylabel": "",
+                 "panels": [
+                     {"title": "$ per 1M tokens", "series": [
+                         {"label": "cost", "x": labels,
+                          "y": [chosen[k]["cost_per_1m_tokens_usd"] for k in met]}]},
+                     {"title": "fraction of the GPUs' capacity", "series": [
+                         {"label": "busy (any batch running)", "x": labels,
+                          "y": [chosen[k]["gpu_utilization"] for k in met]},
+                         {"label": "MFU", "x": labels, "y": [chosen[k]["mfu"] for k in met]}]}]}
+    return [table], [figure, economics], _findings(cheapest)
 
 
 def _findings(cheapest: dict) -> str:
