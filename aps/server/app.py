@@ -89,7 +89,9 @@ class Gateway:
         if state.requests is not None:
             level = state.requests.refill(self.runtime.now())
             headers.update({"x-ratelimit-limit-requests": f"{state.requests.burst:g}",
-                            "x-ratelimit-remaining-requests": str(int(level))})
+                            "x-ratelimit-remaining-requests": str(int(level)),
+                            "x-ratelimit-reset-requests":
+                                f"{(state.requests.burst - level) / state.requests.rate:.3f}s"})
         if verdict.reason == "queue_full":
             return ApiError(503, "the queue is full; retry later", "queue_full", headers)
         if verdict.retry_after is None:  # a concurrency limit: waiting may or may not help
