@@ -17,6 +17,7 @@ tenants:
   - {id: acme, keys: [sk-acme], bid: 8}
   - {id: beta, keys: [sk-beta], bid: 2}
   - {id: tight, keys: [sk-tight], token_rate: 10, token_burst: 300}
+  - {id: metered, keys: [sk-metered], token_rate: 1, token_burst: 200000}
 """
 
 
@@ -225,3 +226,19 @@ def test_a_full_queue_answers_503(tmp_path):
         assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
     finally:
         s.stop()
+
+
+def test_a_disconnected_request_gets_its_unused_tokens_back(server):
+    h = {"Authorization": "Bearer sk-metered"}
+    with httpx.stream("POST", server.url + "/v1/completions", headers=h,
+                      json={"prompt": "p", "max_tokens": 100_000, "stream": True}) as r:
+        assert next(r.iter_lines()).startswith("data: ")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(server.url + "/tenants/metered/status", headers=h).json()
+        if status["in_flight"] == 0:
+            break
+        time.sleep(0.1)
+    assert status["in_flight"] == 0
+    # reserved 100,001 tokens up front; only the prompt and the tokens generated are kept
+    assert status["tokens_available"] > 200_000 - 1_000
