@@ -5,6 +5,7 @@ Every loop here is bounded in count and time and stops by itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -112,40 +113,72 @@ class LocalServer:
 
 async def added_latency(url: str, n: int = 300) -> dict:
     """One request at a time to /infer: client-seen latency minus the scheduler's own."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "hi", "tokens_requested": 1}).encode()
     added = []
-    async with httpx.AsyncClient(timeout=30) as c:
-        for i in range(n):
+    async with RawConnection(host, int(port)) as conn:
+        for _ in range(n):
             t0 = time.perf_counter()
-            r = await c.post(url + "/infer", headers={"Authorization": "Bearer sk-bench"},
-                             json={"prompt": "hi", "tokens_requested": 1})
+            status, payload = await conn.post("/infer", body, {"Authorization": "Bearer sk-bench"})
             seen = time.perf_counter() - t0
-            added.append(seen - r.json()["latency_ms"] / 1000)
+            added.append(seen - json.loads(payload)["latency_ms"] / 1000)
     return {"added_p50_ms": _q(added, 50) * 1000, "added_p99_ms": _q(added, 99) * 1000}
+
+
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client for the load generator. httpx is the right client
+    for everything else, but at hundreds of requests a second its own CPU use, on the same two
+    cores as the server, would be what the benchmark measured."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+
+    async def __aenter__(self) -> "RawConnection":
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send a POST; returns the status and the body (chunks joined)."""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
+                          f"application/json\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+                          .encode() + body)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        if "content-length" in fields:
+            payload = await self.reader.readexactly(int(fields["content-length"]))
+        else:  # chunked: read chunks until the empty one
+            parts = []
+            while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            await self.reader.readexactly(2)
+            payload = b"".join(parts)
+        return status, payload
 
 
 async def throughput(url: str, seconds: float, concurrency: int, stream: bool,
                      max_tokens: int) -> dict:
     """Closed-loop clients for `seconds`: requests/s, and streamed tokens/s when streaming."""
+    host, port = url.removeprefix("http://").split(":")
     deadline = time.monotonic() + seconds
     counts = {"requests": 0, "tokens": 0, "errors": 0}
-    body = {"prompt": "hi", "max_tokens": max_tokens, "stream": stream}
+    body = json.dumps({"prompt": "hi", "max_tokens": max_tokens, "stream": stream}).encode()
     headers = {"Authorization": "Bearer sk-bench"}
 
-    async def worker(c: httpx.AsyncClient) -> None:
-        while time.monotonic() < deadline:
-            if stream:
-                async with c.stream("POST", url + "/v1/completions", json=body, headers=headers) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
-                            counts["tokens"] += 1
-                ok = r.status_code == 200
-            else:
-                ok = (await c.post(url + "/v1/completions", json=body, headers=headers)).status_code == 200
-            counts["requests" if ok else "errors"] += 1
+    async def worker() -> None:
+        async with RawConnection(host, int(port)) as conn:
+            while time.monotonic() < deadline:
+                status, payload = await conn.post("/v1/completions", body, headers)
+                counts["requests" if status == 200 else "errors"] += 1
+                counts["tokens"] += payload.count(b"data: {")
 
     t0 = time.monotonic()
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as c:
-        await asyncio.gather(*(worker(c) for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.monotonic() - t0
     return {"requests_per_s": counts["requests"] / elapsed, "tokens_per_s": counts["tokens"] / elapsed,
             "errors": counts["errors"], "concurrency": concurrency}

@@ -103,7 +103,7 @@ class Gateway:
     async def collect(self, http: HttpRequest, req: Request, stream) -> str:
         """The whole text, cancelling the request if the client goes away first."""
         text = asyncio.ensure_future(stream.text())
-        gone = asyncio.ensure_future(_disconnected(http))
+        gone = asyncio.ensure_future(disconnected(http))
         done, _ = await asyncio.wait({text, gone}, return_when=asyncio.FIRST_COMPLETED)
         if text not in done:
             text.cancel()
@@ -113,7 +113,8 @@ class Gateway:
         return text.result()
 
 
-async def _disconnected(http: HttpRequest) -> None:
+async def disconnected(http: HttpRequest) -> None:
+    """Returns when the client has gone away."""
     while (await http.receive())["type"] != "http.disconnect":
         pass
 

@@ -1,6 +1,7 @@
 """OpenAI-compatible routes: completions, chat completions (with SSE streaming), models."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -56,7 +57,7 @@ async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: b
     model = gw.engine.model_name
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(gw, req, stream, model, chat, usage),
+        return StreamingResponse(_sse(gw, http, req, stream, model, chat, usage),
                                  media_type="text/event-stream")
     text = await gw.collect(http, req, stream)
     if chat:
@@ -68,9 +69,16 @@ async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: b
             "created": int(time.time()), "model": model, "choices": [choice], "usage": _usage(req)}
 
 
-async def _sse(gw, req: Request, stream, model: str, chat: bool, include_usage: bool):
-    """Server-sent events in OpenAI's chunk format, ending in `data: [DONE]`. A client that
-    goes away cancels the generator, and with it the request."""
+async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bool,
+               include_usage: bool):
+    """Server-sent events in OpenAI's chunk format, ending in `data: [DONE]`.
+
+    A client that goes away cancels the request: a watcher waits for the disconnect message
+    (whether the server notices a failed write depends on the HTTP implementation uvicorn uses).
+    """
+    from aps.server.app import disconnected
+    watcher = asyncio.ensure_future(disconnected(http))
+    watcher.add_done_callback(lambda t: t.cancelled() or gw.runtime.cancel(req.request_id))
     base = {"id": req.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": model}
 
@@ -84,10 +92,16 @@ async def _sse(gw, req: Request, stream, model: str, chat: bool, include_usage: 
             return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
 
+    # Token events differ only in their text: encode the rest once (the hot path of streaming).
+    head, _, tail = event([piece("\0", None)]).partition(json.dumps("\0"))
+
+    def token(text: str) -> str:
+        return head + json.dumps(text) + tail
+
     try:
         first = True
         async for text in stream:
-            yield event([piece(text, None, first)])
+            yield event([piece(text, None, first)]) if first else token(text)
             first = False
         if req.status is not Status.FINISHED:
             error = {"message": f"request {req.status.value}: {req.reason}", "type": "server_error",
@@ -99,4 +113,5 @@ async def _sse(gw, req: Request, stream, model: str, chat: bool, include_usage: 
                 yield event([], usage=_usage(req))
         yield "data: [DONE]\n\n"
     finally:
+        watcher.cancel()
         gw.runtime.cancel(req.request_id)  # a no-op when it already ended
