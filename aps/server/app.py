@@ -119,6 +119,23 @@ async def disconnected(http: HttpRequest) -> None:
         pass
 
 
+class BodyLimit:
+    """Refuse bodies over `max_bytes` (413) from their Content-Length, before reading them.
+    Plain ASGI: the decorator form of middleware costs a task per request."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    response = errors.error_response(
+                        413, f"request body over {self.max_bytes} bytes", "body_too_large")
+                    return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def count_tokens(text: str) -> int:
     """Prompt tokens without a tokenizer: about 4 characters a token for English text
     (OpenAI's rule of thumb). The simulated engine only needs the count."""
@@ -141,13 +158,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.gateway = gateway
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_body(request: HttpRequest, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            return errors.error_response(413, f"request body over {config.max_body_bytes} bytes",
-                                         "body_too_large")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     app.include_router(seed_router)
     app.include_router(openai_router)
