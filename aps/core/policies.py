@@ -256,7 +256,10 @@ class VirtualTokenCounter(_Partitioned):
         self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / self._weights.get(tenant, 1.0)
 
     def rank(self, req: Request) -> tuple:
-        return (self.counters.get(req.tenant_id, 0.0), req.arrival)
+        """The order `pop` serves in: counter, then the fixed tenant order, then arrival."""
+        tenant = req.tenant_id
+        return (self.counters.get(tenant, 0.0), self._order.get(tenant, len(self._order)),
+                req.arrival)
 
     def heads(self) -> list[Request]:
         """Counters move with service, so any backlogged tenant's oldest request may be next."""
@@ -312,7 +315,8 @@ class ClassThenVtc(_Partitioned):
         self._any.note_progress(req, prefill_tokens, decode_tokens)
 
     def rank(self, req: Request) -> tuple:
-        return (-req.bid, self.counters.get(req.tenant_id, 0.0), req.arrival)
+        cls = self._classes.get(req.bid)
+        return (-req.bid, *(cls.rank(req) if cls else (self.counters.get(req.tenant_id, 0.0),)))
 
     def heads(self) -> list[Request]:
         cls = self._highest()

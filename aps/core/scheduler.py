@@ -234,12 +234,13 @@ class Scheduler:
 
     def _admit(self, plan: StepPlan, budget: int, now: float) -> StopReason:
         b, kv, policy = self.batch, self.kv, self.policy
+        admitted: set[int] = set()
         while True:
             head = policy.peek()
             if head is None:
                 return StopReason.NO_WAITING
             if len(self.running) >= b.max_num_seqs:
-                freed = self._evict_for(head, plan)
+                freed = self._evict_for(head, plan, admitted)
                 if freed is None:
                     return StopReason.MAX_SEQS
                 budget += freed
@@ -252,7 +253,7 @@ class Scheduler:
                     return StopReason.TOKEN_BUDGET
                 n = budget
             if not kv.can_allocate(head.request_id, n):
-                freed = self._evict_for(head, plan)
+                freed = self._evict_for(head, plan, admitted)
                 if freed is None:
                     return StopReason.KV_CACHE
                 budget += freed
@@ -261,9 +262,10 @@ class Scheduler:
             self._start(head, now)
             kv.allocate(head.request_id, n)
             plan.scheduled.append((head, n))
+            admitted.add(id(head))
             budget -= n
 
-    def _evict_for(self, head: Request, plan: StepPlan) -> int | None:
+    def _evict_for(self, head: Request, plan: StepPlan, admitted: set[int]) -> int | None:
         """Priority preemption: evict a running request that bids less than `head` and that the
         policy ranks after it (the last-ranked such one). Returns the tokens the victim had in
         this step's plan (back into the budget), or None if nothing was evicted.
@@ -275,7 +277,8 @@ class Scheduler:
         if not self.batch.priority_preemption:
             return None
         rank = self.policy.rank
-        lower = [r for r in self.running if r.bid < head.bid]
+        # Never a request this step admitted: whatever the ranks say, a step then terminates.
+        lower = [r for r in self.running if r.bid < head.bid and id(r) not in admitted]
         if not lower:
             return None
         victim = max(lower, key=rank)
