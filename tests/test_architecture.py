@@ -1,4 +1,4 @@
-"""The layering rule of DESIGN.md: dependencies point one way, and the core stays pure."""
+"""The layering rule: dependencies point one way (cli -> server -> runtime -> engines -> perf -> core), and the core stays pure."""
 import ast
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Latency and fairness statistics, as DESIGN.md "Metrics" defines them."""
+"""Latency and fairness statistics, as the README's metric definitions describe them."""
 from __future__ import annotations
 
 import math

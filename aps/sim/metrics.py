@@ -1,4 +1,4 @@
-"""What a simulation measured: per request, per tenant and overall (DESIGN.md "Metrics")."""
+"""What a simulation measured: per request, per tenant and overall (defined in the README)."""
 from __future__ import annotations
 
 import csv
