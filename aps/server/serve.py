@@ -63,4 +63,7 @@ def serve(config: ServerConfig, force: bool = False) -> None:
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                         timeout_graceful_shutdown=int(config.drain_timeout_s) + 5,
                         access_log=False)
-    DrainingServer(uv, gateway, config.drain_timeout_s).run()
+    server = DrainingServer(uv, gateway, config.drain_timeout_s)
+    server.run()
+    if not server.started:  # uvicorn has logged why (the port is taken, ...)
+        raise SystemExit(1)
