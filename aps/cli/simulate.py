@@ -11,6 +11,7 @@ from rich.table import Table
 
 from aps.core import BatchConfig
 from aps.perf import make_perf_model
+from aps.sim.report import json_safe
 from aps.sim.scenarios import load_scenario
 from aps.sim.simulator import SimConfig, Simulation
 
@@ -49,15 +50,11 @@ def run(console: Console, scenario: str, json_path: Path | None, csv_path: Path 
                         "router": cfg.router, "batch": cfg.batch.mode, "fast": cfg.fast,
                         "kv_capacity_tokens": cfg.batch.kv_capacity_tokens}
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2, default=_nan_safe))
+        json_path.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     if csv_path:
         sim.rec.write_csv(str(csv_path))
     console.print(table(result))
     return result
-
-
-def _nan_safe(x):
-    return None
 
 
 def _f(x: float, digits: int = 3) -> str:

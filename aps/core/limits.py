@@ -17,7 +17,7 @@ from aps.core.request import Request
 from aps.core.tenant import Tenant
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     ok: bool
     reason: str = ""  # which limit said no: "tokens", "requests", "concurrency"

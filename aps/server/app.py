@@ -20,6 +20,7 @@ from aps.engines import SimulatedEngine
 from aps.perf import make_perf_model
 from aps.runtime import Draining, Runtime
 from aps.server import errors
+from aps.server.client import count_tokens, disconnected
 from aps.server.config import ServerConfig
 from aps.server.errors import ApiError
 from aps.server.metrics import Metrics
@@ -61,11 +62,10 @@ class Gateway:
             return named
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
 
-    def submit(self, tenant: str, prompt_tokens: int, max_tokens: int, bid: int | None,
-               prefix: str):
+    def submit(self, tenant: str, prompt: str, max_tokens: int, bid: int | None, prefix: str):
         """Queue a request or raise the HTTP error that says why not."""
-        req = Request(f"{prefix}-{uuid.uuid4().hex[:24]}", tenant, prompt_tokens, max_tokens,
-                      0.0, bid)
+        req = Request(f"{prefix}-{uuid.uuid4().hex[:24]}", tenant, count_tokens(prompt),
+                      max_tokens, 0.0, bid)
         try:
             verdict, stream = self.runtime.submit(req)
         except Draining as exc:
@@ -78,20 +78,13 @@ class Gateway:
 
     def _refusal(self, tenant: str, verdict) -> ApiError:
         headers = errors.retry_after(verdict.retry_after)
-        state = self.sched.tenants[tenant]
-        if state.tokens is not None:
-            now = self.runtime.now()
-            level = state.tokens.refill(now)
-            headers.update({
-                "x-ratelimit-limit-tokens": f"{state.tokens.burst:g}",
-                "x-ratelimit-remaining-tokens": str(int(level)),
-                "x-ratelimit-reset-tokens": f"{(state.tokens.burst - level) / state.tokens.rate:.3f}s"})
-        if state.requests is not None:
-            level = state.requests.refill(self.runtime.now())
-            headers.update({"x-ratelimit-limit-requests": f"{state.requests.burst:g}",
-                            "x-ratelimit-remaining-requests": str(int(level)),
-                            "x-ratelimit-reset-requests":
-                                f"{(state.requests.burst - level) / state.requests.rate:.3f}s"})
+        state, now = self.sched.tenants[tenant], self.runtime.now()
+        for kind, bucket in (("tokens", state.tokens), ("requests", state.requests)):
+            if bucket is not None:
+                level = bucket.refill(now)
+                headers.update({f"x-ratelimit-limit-{kind}": f"{bucket.burst:g}",
+                                f"x-ratelimit-remaining-{kind}": str(int(level)),
+                                f"x-ratelimit-reset-{kind}": f"{(bucket.burst - level) / bucket.rate:.3f}s"})
         if verdict.reason == "queue_full":
             return ApiError(503, "the queue is full; retry later", "queue_full", headers)
         if verdict.retry_after is None:  # a concurrency limit: waiting may or may not help
@@ -113,12 +106,6 @@ class Gateway:
         return text.result()
 
 
-async def disconnected(http: HttpRequest) -> None:
-    """Returns when the client has gone away."""
-    while (await http.receive())["type"] != "http.disconnect":
-        pass
-
-
 class BodyLimit:
     """Refuse bodies over `max_bytes` (413) from their Content-Length, before reading them.
     Plain ASGI: the decorator form of middleware costs a task per request."""
@@ -134,12 +121,6 @@ class BodyLimit:
                         413, f"request body over {self.max_bytes} bytes", "body_too_large")
                     return await response(scope, receive, send)
         await self.app(scope, receive, send)
-
-
-def count_tokens(text: str) -> int:
-    """Prompt tokens without a tokenizer: about 4 characters a token for English text
-    (OpenAI's rule of thumb). The simulated engine only needs the count."""
-    return max(1, round(len(text) / 4))
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request as HttpRequest
 from fastapi.responses import StreamingResponse
 
 from aps.core import Request, Status
+from aps.server.client import disconnected
 from aps.server.schemas import ChatBody, CompletionBody
 
 router = APIRouter(prefix="/v1")
@@ -48,11 +49,10 @@ async def chat_completions(body: ChatBody, http: HttpRequest,
 
 
 async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: bool):
-    from aps.server.app import count_tokens
     gw = http.app.state.gateway
     tenant = gw.tenant_for(authorization)
     kind = "chat" if chat else "completion"
-    req, stream = gw.submit(tenant, count_tokens(prompt), body.limit(DEFAULT_MAX_TOKENS[kind]),
+    req, stream = gw.submit(tenant, prompt, body.limit(DEFAULT_MAX_TOKENS[kind]),
                             body.priority, "chatcmpl" if chat else "cmpl")
     model = gw.engine.model_name
     if body.stream:
@@ -76,7 +76,6 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
     A client that goes away cancels the request: a watcher waits for the disconnect message
     (whether the server notices a failed write depends on the HTTP implementation uvicorn uses).
     """
-    from aps.server.app import disconnected
     watcher = asyncio.ensure_future(disconnected(http))
     watcher.add_done_callback(lambda t: t.cancelled() or gw.runtime.cancel(req.request_id))
     base = {"id": req.request_id, "object": "chat.completion.chunk" if chat else "text_completion",

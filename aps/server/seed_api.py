@@ -12,9 +12,8 @@ router = APIRouter()
 @router.post("/infer")
 async def infer(body: InferBody, http: HttpRequest, authorization: str | None = Header(None)):
     gw = http.app.state.gateway
-    from aps.server.app import count_tokens
     tenant = gw.tenant_for(authorization, body.tenant_id, keyless_ok=True)
-    req, stream = gw.submit(tenant, count_tokens(body.prompt), body.tokens_requested,
+    req, stream = gw.submit(tenant, body.prompt, body.tokens_requested,
                             body.priority_bid, "infer")
     text = await gw.collect(http, req, stream)
     alpha = getattr(gw.sched.policy, "alpha", 0.0)

@@ -135,7 +135,7 @@ class Recorder:
         out["slo_attainment"] = float(good.sum() / len(w)) if len(w) else math.nan
         out["goodput_requests_per_s"] = float(good.sum() / makespan) if makespan else 0.0
         out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
-        out["max_service_gap_tokens"] = self.service_gap  # from the timeline samples, if taken
+        out["max_service_gap_tokens"] = self._service_gap()
         return out
 
     def note_last_arrival(self, replicas) -> None:
@@ -165,13 +165,18 @@ class Recorder:
                 "max_wait_s": float(wait.max()) if len(wait) else math.nan,
             }
         asked = {t: d for t, d in demand.items() if d > 0}
-        tl = self.timeline
-        per_weight = [{t: n / weight[t] for t, n in s.items()} for s in tl["service"]]
-        self.service_gap = (max_service_gap(zip(per_weight, tl["backlogged"]))
-                            if tl["t"] else math.nan)
         got = {t: float(offered.get(t, 0)) for t in asked}
         jain = fairness_index(got, asked, weight) if asked and sum(got.values()) else math.nan
         return per, jain
+
+    def _service_gap(self) -> float:
+        """VTC's measure over the timeline samples, per unit of weight (nan without samples)."""
+        tl = self.timeline
+        if not tl["t"]:
+            return math.nan
+        weight = {t.tenant_id: t.weight for t in self.w.tenants}
+        per_weight = [{t: n / weight.get(t, 1.0) for t, n in s.items()} for s in tl["service"]]
+        return max_service_gap(zip(per_weight, tl["backlogged"]))
 
     def write_csv(self, path: str) -> None:
         w, c = self.w, self.cols

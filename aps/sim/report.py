@@ -47,7 +47,7 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     """Write every report file into `out_dir`; returns {file name: path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = _plain(results)  # JSON-safe copy: numpy scalars unwrapped, NaN as None
+    data = json_safe(results)  # JSON-safe copy: numpy scalars unwrapped, NaN as None
     written: dict[str, Path] = {}
     for fig in data.get("figures", []):
         name = str(fig.get("name", ""))
@@ -65,14 +65,14 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def _plain(obj: object) -> object:
+def json_safe(obj: object) -> object:
     """A JSON-safe deep copy: NaN/inf become None, numpy scalars and arrays become Python."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _plain(obj.tolist())  # numpy arrays and scalars alike
+        return json_safe(obj.tolist())  # numpy arrays and scalars alike
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if obj is None or isinstance(obj, (str, int, float, bool)):

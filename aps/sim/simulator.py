@@ -154,7 +154,6 @@ class Simulation:
         sched = replica.sched
         plan = sched.step(now)
         self.rec.plan(plan)
-        self._ended(replica, plan)
         if not plan:
             if plan.next_wakeup is not None:
                 if plan.next_wakeup <= now:  # it would be woken at this instant again, forever
@@ -204,10 +203,6 @@ class Simulation:
         else:
             done = replica.sched.complete_step(plan, t)
         for req in done:
-            replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
-
-    def _ended(self, replica: Replica, plan: StepPlan) -> None:
-        for req in plan.cancelled:
             replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
 
 
