@@ -1,7 +1,7 @@
 import pytest
 
 from aps.core import ConfigError, Request, make_policy
-from aps.core.policies import POLICIES
+from aps.core.policies import POLICIES, add_service
 
 
 def req(rid, tenant="a", bid=5, arrival=0.0, prompt=10, out=10):
@@ -154,3 +154,21 @@ def test_unknown_policy_and_bad_params_are_config_errors():
         make_policy("aps", alpha=-1)
     with pytest.raises(ConfigError, match="bad parameters"):
         make_policy("fifo", alpha=1)
+
+
+def test_vtc_add_service_moves_the_counter_but_not_what_this_replica_charged():
+    vtc = make_policy("vtc", {"a": 1.0, "b": 2.0})
+    for i, t in enumerate("ab"):
+        vtc.push(Request(f"{t}1", t, 10, 10, float(i)))
+    vtc.note_progress(Request("x", "b", 1, 1, 0.0), 10, 0)  # b's counter: 10 / weight 2 = 5
+    assert vtc.charged == {"b": 5.0}
+    assert vtc.peek().tenant_id == "a"
+    add_service(vtc, "a", 7.0)  # another replica served a
+    assert vtc.counters["a"] == 7.0 and "a" not in vtc.charged
+    assert vtc.peek().tenant_id == "b"
+
+
+def test_add_service_is_a_no_op_without_counters():
+    fifo = make_policy("fifo")
+    add_service(fifo, "a", 5.0)
+    assert not hasattr(fifo, "counters")

@@ -81,6 +81,29 @@ def test_delay_holds_requests_throttled_then_releases_them_in_order():
     assert starts["r1"] >= 6.0 - 1e-9 and starts["r2"] >= starts["r1"]
 
 
+def test_demote_queues_over_budget_requests_behind_everyone_else():
+    s = Scheduler([Tenant("a", token_rate=10, token_burst=60, over_limit=OverLimit.DEMOTE),
+                   Tenant("b")], batch=BatchConfig(max_num_seqs=1))
+    assert s.submit(R("a1", prompt=30, out=30), 0.0).ok
+    v = s.submit(R("a2", prompt=30, out=30), 0.0)  # over budget: demoted, not refused
+    assert not v.ok and v.reason == "tokens" and s.requests["a2"].demoted
+    assert s.submit(R("b1", tenant="b"), 0.0).ok  # arrives later, but a2 only gets spare capacity
+    plans = run(s, [])
+    order = [r.request_id for r in ended(plans)["finished"]]
+    assert order == ["a1", "b1", "a2"]
+    state = s.tenants["a"]
+    assert state.num_in_flight == 0 and state.tokens.refill(100.0) == pytest.approx(60)
+
+
+def test_a_tenant_switched_to_demote_keeps_what_is_queued():
+    s = Scheduler([Tenant("a", token_rate=10, token_burst=60)], batch=BatchConfig(max_num_seqs=1))
+    s.submit(R("a1", prompt=30, out=30), 0.0)
+    s.set_tenant(Tenant("a", token_rate=10, token_burst=60, over_limit=OverLimit.DEMOTE))
+    s.submit(R("a2", prompt=30, out=30), 0.0)
+    assert s.num_waiting == 2
+    assert [r.request_id for r in ended(run(s, []))["finished"]] == ["a1", "a2"]
+
+
 def test_concurrency_limit_and_request_rate():
     s = Scheduler([Tenant("a", max_concurrent=2), Tenant("b", request_rate=1, request_burst=1)])
     assert s.submit(R("a1"), 0.0).ok and s.submit(R("a2"), 0.0).ok

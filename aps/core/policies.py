@@ -184,6 +184,7 @@ class VirtualTokenCounter(_Partitioned):
         self._weights = weights if weights is not None else {}
         self.w_in, self.w_out = w_in, w_out
         self.counters: dict[str, float] = {} if counters is None else counters
+        self.charged: dict[str, float] = {}  # weighted service given here (no lifts): shared
         self._queues: dict[str, Fifo] = self._parts  # per tenant, by arrival
         self._tenants: list[tuple[float, int, str]] = []  # lazy heap of backlogged tenants
         self._in_heap: set[str] = set()
@@ -251,9 +252,18 @@ class VirtualTokenCounter(_Partitioned):
         return req.tenant_id
 
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
-        cost = self.w_in * prefill_tokens + self.w_out * decode_tokens
+        cost = (self.w_in * prefill_tokens + self.w_out * decode_tokens) / \
+            self._weights.get(req.tenant_id, 1.0)
         tenant = req.tenant_id
-        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / self._weights.get(tenant, 1.0)
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost
+        self.charged[tenant] = self.charged.get(tenant, 0.0) + cost
+
+    def add_service(self, tenant: str, cost: float) -> None:
+        """Service given to `tenant` by other replicas (weighted, as in `charged`): it moves the
+        counter like local service, but is not counted in `charged` (which is what this replica
+        reports). Counters only grow, so the heap stays valid."""
+        if cost > 0:
+            self.counters[tenant] = self.counters.get(tenant, 0.0) + cost
 
     def rank(self, req: Request) -> tuple:
         """The order `pop` serves in: counter, then the fixed tenant order, then arrival."""
@@ -314,6 +324,13 @@ class ClassThenVtc(_Partitioned):
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
         self._any.note_progress(req, prefill_tokens, decode_tokens)
 
+    @property
+    def charged(self) -> dict[str, float]:
+        return self._any.charged
+
+    def add_service(self, tenant: str, cost: float) -> None:
+        self._any.add_service(tenant, cost)
+
     def rank(self, req: Request) -> tuple:
         cls = self._classes.get(req.bid)
         return (-req.bid, *(cls.rank(req) if cls else (self.counters.get(req.tenant_id, 0.0),)))
@@ -321,6 +338,56 @@ class ClassThenVtc(_Partitioned):
     def heads(self) -> list[Request]:
         cls = self._highest()
         return [] if cls is None else cls.heads()
+
+
+class Banded:
+    """A policy plus a spare-capacity band: requests whose tenant was over budget (demoted) wait
+    in arrival order and are served only when the policy's own queue is empty. They rank after
+    every other request, so priority preemption evicts them first."""
+
+    def __init__(self, main: Policy):
+        self.main, self.spare = main, Fifo()
+        self.name = main.name
+
+    def push(self, req: Request) -> None:
+        (self.spare if req.demoted else self.main).push(req)
+
+    def pop(self) -> Request:
+        return self.main.pop() if len(self.main) else self.spare.pop()
+
+    def peek(self) -> Request | None:
+        head = self.main.peek()
+        return head if head is not None else self.spare.peek()
+
+    def remove(self, req: Request) -> bool:
+        return (self.spare if req.demoted else self.main).remove(req)
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.spare)
+
+    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
+        self.main.note_progress(req, prefill_tokens, decode_tokens)  # demoted service counts too
+
+    def add_service(self, tenant: str, cost: float) -> None:
+        add_service(self.main, tenant, cost)
+
+    @property
+    def charged(self) -> dict[str, float]:
+        return getattr(self.main, "charged", {})
+
+    def rank(self, req: Request) -> tuple:
+        return (1, *self.spare.rank(req)) if req.demoted else (0, *self.main.rank(req))
+
+    def heads(self) -> list[Request]:
+        return self.main.heads() if len(self.main) else self.spare.heads()
+
+
+def add_service(policy: Policy, tenant: str, cost: float) -> None:
+    """Count service a tenant received elsewhere (another gateway replica) in a fair-share
+    policy's counter, in the policy's own units. A no-op for policies without counters."""
+    add = getattr(policy, "add_service", None)
+    if add is not None:
+        add(tenant, cost)
 
 
 POLICIES = ("fifo", "priority", "aps", "vtc", "class+vtc")

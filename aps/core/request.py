@@ -59,6 +59,7 @@ class Request:
     finished: float | None = None
     reason: str = ""  # why it was rejected, failed or stopped
     queue_seq: int = -1  # set by the waiting queue: its entry, for O(1) lazy removal
+    demoted: bool = False  # over its tenant's budget: waits in the spare-capacity band
 
     @property
     def num_pending_tokens(self) -> int:

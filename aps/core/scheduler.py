@@ -7,6 +7,8 @@ A driver (the simulator in simulated time, the server in wall time) repeats:
     scheduler.complete_step(plan, t)  # account the tokens computed, finish what is done
 
 and calls `submit`, `finish` and `cancel` as requests arrive, stop early or go away.
+In upstream mode the servers run the iterations: `step` only admits, and the driver reports
+`progress` as tokens stream back, then `finish`, `fail`, or `requeue` (a retry elsewhere).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from aps.core.errors import InvalidRequest, NeverFits, UnknownRequest, UnknownTe
 from aps.core.governor import EntropyWindow
 from aps.core.kv import BlockManager, blocks_for
 from aps.core.limits import TenantState, Verdict
-from aps.core.policies import Policy, make_policy
+from aps.core.policies import Banded, Policy, make_policy
 from aps.core.request import Request, Status
 from aps.core.tenant import OverLimit, Tenant
 
@@ -41,6 +43,8 @@ class Scheduler:
             self.set_tenant(tenant)
         self.policy: Policy = (make_policy(policy, self.weights, **policy_params)
                                if isinstance(policy, str) else policy)
+        if any(s.tenant.over_limit is OverLimit.DEMOTE for s in self.tenants.values()):
+            self.policy = Banded(self.policy)
         b = self.batch
         self.kv = BlockManager(b.kv_capacity_tokens // b.block_size, b.block_size)
         self.running: list[Request] = []
@@ -61,6 +65,10 @@ class Scheduler:
         self.tenants[tenant.tenant_id] = state
         self.weights[tenant.tenant_id] = tenant.weight
         self.service_tokens.setdefault(tenant.tenant_id, 0)
+        policy = getattr(self, "policy", None)  # None while __init__ adds the first tenants
+        if tenant.over_limit is OverLimit.DEMOTE and policy is not None and \
+                not isinstance(policy, Banded):
+            self.policy = Banded(policy)  # queued requests stay where they are, in the main band
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -83,6 +91,10 @@ class Scheduler:
         elif state.tenant.over_limit is OverLimit.DELAY:
             req.status = Status.THROTTLED
             state.throttled.append(req)
+        elif state.tenant.over_limit is OverLimit.DEMOTE and verdict.reason in ("tokens", "requests"):
+            req.demoted = True  # not charged: it only uses capacity nobody else wants
+            state.num_in_flight += 1
+            self._enqueue(req, now)
         else:
             del self.requests[req.request_id]
             return self._reject(req, verdict)
@@ -164,6 +176,8 @@ class Scheduler:
         self._ended = {s: [] for s in self._ended}
         if self.batch.mode == "micro":
             self._step_micro(plan, now)
+        elif self.batch.mode == "upstream":
+            plan.stop_reason = self._admit_upstream(plan, now)
         else:
             self._step_continuous(plan, now)
         if not plan.scheduled:
@@ -318,6 +332,79 @@ class Scheduler:
             kv.allocate(head.request_id, total)
             plan.scheduled.append((head, head.num_pending_tokens))
         return StopReason.NO_WAITING
+
+    def _admit_upstream(self, plan: StepPlan, now: float) -> StopReason:
+        """Admit in policy order while seats and in-flight tokens allow. A request reserves
+        prompt + max_tokens for its whole life (the server's KV use is not visible from here).
+        Running requests are the servers' business: they are not planned again, the driver
+        reports on them with `progress`."""
+        policy, kv = self.policy, self.kv
+        while True:
+            head = policy.peek()
+            if head is None:
+                return StopReason.NO_WAITING
+            if len(self.running) >= self.batch.max_num_seqs:
+                return StopReason.MAX_SEQS
+            total = head.prompt_tokens + head.max_tokens
+            if not kv.can_allocate(head.request_id, total):
+                return StopReason.IN_FLIGHT_TOKENS
+            policy.pop()
+            self._start(head, now)
+            kv.allocate(head.request_id, total)
+            plan.scheduled.append((head, head.prompt_tokens))
+
+    def set_max_num_seqs(self, max_num_seqs: int) -> None:
+        """Upstream: the seats follow the servers that can take requests now (0: none can).
+        Running requests over a lowered limit finish normally; admission waits for them."""
+        if self.batch.mode != "upstream":
+            raise InvalidRequest("seats change at run time only in upstream mode")
+        if max_num_seqs < 0:
+            raise InvalidRequest(f"max_num_seqs must be >= 0, got {max_num_seqs}")
+        self.batch.max_num_seqs = max_num_seqs
+
+    def progress(self, request_id: str, prompt_tokens: int, output_tokens: int,
+                 now: float) -> Request:
+        """Upstream: the server has processed `prompt_tokens` of prompt and produced
+        `output_tokens` so far (totals, not increments). The difference from what was reported
+        before is charged to the fair-share policy and the tenant's service, so counters move
+        as tokens actually stream. A prompt count from the server replaces the estimate made at
+        submit (the refund at the end then uses it); the first output sets `first_token`."""
+        req = self._live(request_id)
+        if req.status is not RUNNING:
+            raise InvalidRequest(f"request {request_id} is {req.status.value}, not running")
+        if prompt_tokens < 0 or output_tokens < req.num_output_tokens:
+            raise InvalidRequest(f"request {request_id}: progress must not go back: prompt "
+                                 f"{prompt_tokens}, output {output_tokens} < {req.num_output_tokens}")
+        charged_prompt = req.num_computed_tokens - req.num_output_tokens
+        d_in, d_out = prompt_tokens - charged_prompt, output_tokens - req.num_output_tokens
+        if prompt_tokens:
+            req.prompt_tokens = prompt_tokens
+        req.num_computed_tokens = prompt_tokens + output_tokens
+        req.num_output_tokens = output_tokens
+        if d_out and req.first_token is None:
+            req.first_token = now
+        if d_in or d_out:  # d_in < 0 corrects an estimate that was too high
+            self.policy.note_progress(req, d_in, d_out)
+            self.service_tokens[req.tenant_id] += d_in + d_out
+        return req
+
+    def requeue(self, request_id: str, now: float) -> Request:
+        """Upstream: the server failed the request before its first token; put it back in the
+        queue to run elsewhere. It keeps its arrival, so its place in the policy's order (and
+        any prompt charged for the failed try is taken back)."""
+        req = self._live(request_id)
+        if req.status is not RUNNING or req.num_output_tokens:
+            raise InvalidRequest(f"request {request_id} cannot be requeued: {req.status.value}, "
+                                 f"{req.num_output_tokens} tokens out")
+        charged = req.num_computed_tokens
+        if charged:
+            self.policy.note_progress(req, -charged, 0)
+            self.service_tokens[req.tenant_id] -= charged
+        req.num_computed_tokens = 0
+        self.kv.free(request_id)
+        self.running.remove(req)
+        self._enqueue(req, now)
+        return req
 
     # -- account ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ class OverLimit(str, Enum):
 
     REJECT = "reject"  # refuse at once, saying when enough budget will be back
     DELAY = "delay"  # hold it (THROTTLED, outside the run queue) until the budget refills
+    DEMOTE = "demote"  # queue it in the spare-capacity band: it runs only when nothing else waits
 
 
 @dataclass(slots=True)
