@@ -18,6 +18,10 @@ class StopReason(str, Enum):
     PREEMPTED = "preempted"  # running requests were preempted this step: admit nothing
     WINDOW = "window"  # micro: the batching window is still open
     BATCH_RUNNING = "batch_running"  # micro: the current batch runs to completion
+    IN_FLIGHT_TOKENS = "in_flight_tokens"  # upstream: the servers' token capacity is taken
+
+
+MODES = ("continuous", "micro", "upstream")
 
 
 @dataclass(slots=True)
@@ -27,7 +31,11 @@ class BatchConfig:
     `continuous` (vLLM, SGLang, TGI): every iteration decodes the running requests and admits
     waiting ones in policy order while seats, the token budget and KV blocks allow; long prompts
     are prefilled in chunks. `micro` (the seed documents): gather requests for `window_s` or
-    until `max_batch`, admit what fits the KV cache, run that batch to completion.
+    until `max_batch`, admit what fits the KV cache, run that batch to completion. `upstream`
+    (a gateway in front of inference servers): admit waiting requests in policy order while
+    seats (`max_num_seqs`: the servers' in-flight capacity) and tokens (`kv_capacity_tokens`:
+    the in-flight token capacity, reserving prompt + max_tokens for a request's whole life)
+    allow; the servers do the iterations, the driver reports progress as tokens stream back.
     """
 
     mode: str = "continuous"
@@ -44,8 +52,8 @@ class BatchConfig:
     max_waiting_per_tenant: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("continuous", "micro"):
-            raise ConfigError(f"batch mode must be 'continuous' or 'micro', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"batch mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_batch",
                      "kv_capacity_tokens", "block_size"):
             if getattr(self, name) < 1:
