@@ -69,19 +69,24 @@ class LocalServer:
     """`aps serve` in a child process on a free loopback port, with `config` (YAML text);
     stopped by PID with SIGTERM, as an operator would."""
 
-    def __init__(self, config: str, speed: float | None = None, log_path=None):
-        self.port = _free_port()
+    def __init__(self, config: str, speed: float | None = None, log_path=None,
+                 db_path=None, env: dict[str, str] | None = None, port: int | None = None):
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        self._config.write(config)
-        self._config.close()
+        self._dir = tempfile.TemporaryDirectory(prefix="aps-server-")
+        self.config_path = os.path.join(self._dir.name, "config.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(config)
+        # a fresh database of its own unless told which to share
+        self.db_path = str(db_path or os.path.join(self._dir.name, "aps.db"))
         args = [sys.executable, "-m", "aps", "serve", "--port", str(self.port),
-                "--config", self._config.name]
+                "--config", self.config_path]
         if speed is not None:
             args += ["--speed", str(speed)]
-        self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        self._log = open(log_path, "a") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "APS_CONFIG": ""})
+                                     env={**os.environ, "APS_CONFIG": "", "APS_DB": self.db_path,
+                                          **(env or {})})
         self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 30) -> None:
@@ -104,11 +109,20 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()
-        if os.path.exists(self._config.name):
-            os.unlink(self._config.name)
+        self._cleanup()
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no drain and no goodbye."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._log is not subprocess.DEVNULL and not self._log.closed:
+            self._log.close()
+        self._dir.cleanup()
 
 
 async def added_latency(url: str, n: int = 300) -> dict:

@@ -10,23 +10,37 @@
     batch: {max_num_seqs: 256, max_num_batched_tokens: 8192, max_waiting: 10000}
     max_body_bytes: 1048576
     drain_timeout_s: 30      # APS_DRAIN_TIMEOUT_S
+    admin_key: null          # APS_ADMIN_KEY: enables the /admin API
+    prices: {input_per_1m: 0.0, output_per_1m: 0.0}   # the ledger's cost column, in dollars
+    store:
+      path: aps.db           # APS_DB: tenants, keys and the usage ledger (SQLite)
+      reload_s: 1.0          # how often to pick up changes made by `aps tenants|keys`
+      redis_url: null        # APS_REDIS_URL: share limits and fair-share counters between replicas
+      redis_down: local      # or `closed`: refuse requests (503) while Redis is unreachable
     tenants:
       - {id: acme, keys: [sk-acme-1], weight: 2, bid: 8, token_rate: 5000, token_burst: 50000,
          request_rate: 20, max_concurrent: 64, over_limit: reject}
+    upstreams:               # real OpenAI-compatible servers instead of the simulated GPU
+      - {url: http://127.0.0.1:8000, model: tiny, max_in_flight: 64, max_tokens_in_flight: 65536}
+    routing: least-outstanding-tokens      # the rest: aps/server/upstream_config.py
 
-With no tenants configured the server runs in demo mode: the seeds' three tenants with the keys
-`sk-demo-<tenant>`, and `/infer` also accepts key-less requests that name their tenant.
+Tenants and keys live in the database; `tenants:` (or, with none configured, the seeds' three
+demo tenants and their keys `sk-demo-<tenant>`) only fills an empty database on first start.
+After that `aps tenants|keys` and the /admin API change them, and a running server picks the
+changes up within `store.reload_s`. With no tenants configured the server runs in demo mode:
+`/infer` also accepts key-less requests that name their tenant.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
+from aps.server.upstream_config import BreakerConfig, CacheConfig, Routing, UpstreamConfig
 
 
 class TenantConfig(BaseModel):
@@ -55,6 +69,25 @@ DEMO_TENANTS = [
 ]
 
 
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "aps.db"
+    reload_s: float = Field(1.0, gt=0)
+    redis_url: str | None = None
+    redis_down: Literal["local", "closed"] = "local"
+    redis_timeout_s: float = Field(0.25, gt=0)  # per command: a slow Redis counts as down
+    sync_s: float = Field(0.2, gt=0)  # how often fair-share counters are shared
+
+
+class Prices(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_per_1m: float = Field(0.0, ge=0)
+    output_per_1m: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -67,7 +100,17 @@ class ServerConfig(BaseModel):
     batch: dict[str, Any] = {}
     max_body_bytes: int = Field(1 << 20, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
+    admin_key: str | None = Field(None, min_length=16)
+    prices: Prices = Prices()
+    store: StoreConfig = StoreConfig()
     tenants: list[TenantConfig] = []
+    # Upstream servers (see aps/server/upstream_config.py); none: the simulated GPU.
+    upstreams: list[UpstreamConfig] = []
+    routing: Routing = "least-outstanding-tokens"
+    retries: int = Field(2, ge=0)
+    breaker: BreakerConfig = BreakerConfig()
+    health_interval_s: float = Field(2.0, gt=0)
+    cache: CacheConfig = CacheConfig()
 
     @property
     def demo(self) -> bool:
@@ -77,12 +120,20 @@ class ServerConfig(BaseModel):
         return self.tenants or DEMO_TENANTS
 
     def batch_config(self, kv_capacity_tokens: int) -> BatchConfig:
+        if self.upstreams:  # seats and tokens are the upstreams' (seats follow their health)
+            return BatchConfig(**{"max_waiting": 10_000, **self.batch, "mode": "upstream",
+                                  "block_size": 1,
+                                  "max_num_seqs": sum(u.max_in_flight for u in self.upstreams),
+                                  "kv_capacity_tokens": sum(u.max_tokens_in_flight
+                                                            for u in self.upstreams)})
         return BatchConfig(**{"kv_capacity_tokens": kv_capacity_tokens, "max_waiting": 10_000,
                               **self.batch})
 
 
 _ENV = {"APS_HOST": "host", "APS_PORT": "port", "APS_POLICY": "policy", "APS_MODEL": "model",
-        "APS_GPU": "gpu", "APS_SPEED": "speed", "APS_DRAIN_TIMEOUT_S": "drain_timeout_s"}
+        "APS_GPU": "gpu", "APS_SPEED": "speed", "APS_DRAIN_TIMEOUT_S": "drain_timeout_s",
+        "APS_ADMIN_KEY": "admin_key"}
+_STORE_ENV = {"APS_DB": "path", "APS_REDIS_URL": "redis_url"}
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
@@ -99,6 +150,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     data.update({field: env[var] for var, field in _ENV.items() if var in env})
+    store = {field: env[var] for var, field in _STORE_ENV.items() if env.get(var)}
+    if store:
+        data["store"] = {**(data.get("store") or {}), **store}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         config = ServerConfig(**data)

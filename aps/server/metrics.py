@@ -97,3 +97,18 @@ def live_jain(sched) -> float:
     demand of each tenant is unknown: this is the raw-service form of the index.)"""
     served = [n / sched.weights.get(t, 1.0) for t, n in sched.service_tokens.items() if n > 0]
     return jain_index(served) if served else 1.0
+
+
+class StoreGauges:
+    """The store's health, read at scrape time."""
+
+    def __init__(self, gateway):
+        self.gw = gateway
+
+    def collect(self):
+        cluster = self.gw.cluster
+        yield GaugeMetricFamily("aps:store_degraded", "1 while Redis is unreachable and the "
+                                "configured fallback applies (cluster mode only)",
+                                value=float(cluster is not None and cluster.degraded))
+        yield GaugeMetricFamily("aps:ledger_pending_rows", "Usage rows kept in memory because "
+                                "the database refused a write", value=len(self.gw.ledger.pending))

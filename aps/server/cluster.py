@@ -1,0 +1,155 @@
+"""Cluster mode: several gateway replicas share their tenants' limits and fair-share counters
+through Redis (`store.redis_url`).
+
+While Redis answers, the token and request buckets live there and the local scheduler keeps
+only the concurrency limit and the queue. When Redis stops answering, `store.redis_down`
+decides: `closed` refuses requests (503) until it is back; `local` falls back to each replica
+enforcing the configured limits on its own (so the cluster may admit up to N times a
+tenant's rate) and says so in the `aps:store_degraded` gauge. A probe notices when Redis
+returns and the shared limits take over again, with no restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from redis.exceptions import RedisError
+
+from aps.core import OverLimit, Request, Tenant
+from aps.core.policies import add_service
+from aps.store.redis import RedisStore, Taken
+
+log = logging.getLogger("aps.cluster")
+UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+MAX_DELAY_S = 30.0  # over_limit: delay waits at most this long for the shared bucket
+
+
+class StoreUnavailable(Exception):
+    """Redis is unreachable and the configuration says to refuse requests meanwhile."""
+
+
+def without_buckets(tenant: Tenant) -> Tenant:
+    return dataclasses.replace(tenant, token_rate=None, token_burst=None, request_rate=None,
+                               request_burst=None)
+
+
+class Cluster:
+    def __init__(self, url: str, redis_down: str, timeout_s: float, sync_s: float,
+                 on_change):
+        self.redis = RedisStore(url, timeout_s)
+        self.redis_down, self.sync_s = redis_down, sync_s
+        self._on_change = on_change  # called when the limits move between Redis and local
+        self.healthy = True
+        self.reserved: dict[str, int] = {}  # request id -> tokens taken from its shared bucket
+        self._pushed: dict[str, float] = {}  # charged totals already added to Redis
+        self._remote: dict[str, float] = {}  # other replicas' service already counted here
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def degraded(self) -> bool:
+        return not self.healthy
+
+    def local_view(self, tenant: Tenant) -> Tenant:
+        """The tenant as the local scheduler should enforce it."""
+        return without_buckets(tenant) if self.healthy else tenant
+
+    async def admit(self, req: Request, tenant: Tenant) -> Taken | None:
+        """Take the request's cost from the shared buckets. None: Redis is down and the local
+        limits decide. Over the limit, `delay` waits and retries (up to MAX_DELAY_S) and
+        `demote` marks the request for the spare-capacity band."""
+        if not self.healthy:
+            if self.redis_down == "closed":
+                raise StoreUnavailable("the shared limit store (Redis) is unreachable")
+            return None
+        cost = req.prompt_tokens + req.max_tokens
+        waited = 0.0
+        while True:
+            try:
+                taken = await self.redis.take(tenant, cost)
+            except UNREACHABLE as exc:
+                self._down(exc)
+                return await self.admit(req, tenant)
+            if taken.ok:
+                self.reserved[req.request_id] = cost if tenant.token_rate else 0
+                return taken
+            if tenant.over_limit is OverLimit.DEMOTE:
+                req.demoted = True
+                return taken
+            if tenant.over_limit is not OverLimit.DELAY or waited + taken.retry_after > MAX_DELAY_S:
+                return taken
+            await asyncio.sleep(taken.retry_after)
+            waited += taken.retry_after
+
+    def on_end(self, req: Request, tenant: Tenant | None) -> None:
+        """Give back to the shared bucket what the request reserved and did not use."""
+        cost = self.reserved.pop(req.request_id, 0)
+        used = req.num_output_tokens + (req.prompt_tokens if req.first_scheduled is not None else 0)
+        if cost > used and tenant is not None and self.healthy:
+            self._spawn(self._refund(tenant, cost - used))
+
+    async def _refund(self, tenant: Tenant, tokens: int) -> None:
+        try:
+            await self.redis.refund(tenant, tokens)
+        except UNREACHABLE as exc:
+            self._down(exc)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _down(self, exc: BaseException) -> None:
+        if self.healthy:
+            self.healthy = False
+            self.reserved.clear()  # a restarted Redis starts with full buckets anyway
+            action = ("refusing requests (503)" if self.redis_down == "closed"
+                      else "each replica enforces the limits on its own")
+            log.warning("Redis at %s unreachable (%s): %s until it is back", self.redis.url,
+                        exc or type(exc).__name__, action)
+            self._on_change()
+
+    def _up(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            log.warning("Redis at %s is back: limits are shared again", self.redis.url)
+            self._on_change()
+
+    async def run(self, policy_ref) -> None:
+        """Share fair-share counters while Redis answers; probe it while it does not."""
+        while True:
+            await asyncio.sleep(self.sync_s if self.healthy else 1.0)
+            try:
+                if self.healthy:
+                    await self.sync_counters(policy_ref())
+                elif await self.redis.ping():
+                    self._up()
+            except UNREACHABLE as exc:
+                self._down(exc)
+
+    async def sync_counters(self, policy) -> None:
+        """Add the service given here since the last sync to the cluster's totals, and count
+        the service other replicas gave in this replica's counters."""
+        charged = dict(getattr(policy, "charged", {}))
+        if not charged and not self._pushed:
+            return  # not a fair-share policy, or nothing served yet
+        increments = {t: c - self._pushed.get(t, 0.0) for t, c in charged.items()
+                      if c != self._pushed.get(t, 0.0)}
+        totals = await self.redis.share_counters(increments)
+        self._pushed = charged
+        if any(totals.get(t, 0.0) < c - 1e-6 for t, c in charged.items()):
+            # Redis lost what this replica had added (it restarted empty): add it all again
+            # next time. Other replicas' service already counted here is not counted twice:
+            # only growth beyond what was seen moves a counter.
+            self._pushed = {}
+        for tenant, total in totals.items():
+            remote = total - charged.get(tenant, 0.0)
+            grew = remote - self._remote.get(tenant, 0.0)
+            if grew > 0:
+                add_service(policy, tenant, grew)
+                self._remote[tenant] = remote
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.redis.close()

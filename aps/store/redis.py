@@ -1,0 +1,121 @@
+"""Limits and fair-share counters shared by several gateway replicas, in Redis.
+
+Token buckets are Lua scripts, so a check-and-take is atomic across replicas, and they read
+Redis's own clock (`TIME`), so the replicas' clocks do not matter. Each tenant's buckets are one
+key group, `aps:{tenant}:tokens` and `aps:{tenant}:requests`: the braces are a Redis Cluster hash
+tag, keeping a tenant's keys in one slot. Keys expire once a bucket would be full again, so an
+idle tenant costs nothing.
+
+Fair-share counters: each replica adds the weighted service it gave (its VTC `charged` totals)
+to the hash `aps:vtc` and reads everyone's totals back; the service other replicas gave a
+tenant then moves that tenant's counter here too, so the tenant that got the least service
+across the cluster is served first everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from aps.core import Tenant
+
+# KEYS: token bucket, request bucket. ARGV: token rate, token burst, cost, request rate,
+# request burst (a rate of 0: no such limit). Returns {1} or {0, limit, seconds to wait}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function level(key, rate, burst)
+  local v = redis.call('HMGET', key, 'level', 'ts')
+  local l, ts = tonumber(v[1]), tonumber(v[2])
+  if l == nil then return burst end
+  return math.min(burst, l + math.max(0, now - ts) * rate)
+end
+local function put(key, value, rate, burst)
+  redis.call('HSET', key, 'level', value, 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil((burst - value) / rate * 1000) + 1000)
+end
+local tr, tb, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rr, rb = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lt, lr
+if rr > 0 then
+  lr = level(KEYS[2], rr, rb)
+  if lr < 1 then return {0, 'requests', tostring((1 - lr) / rr)} end
+end
+if tr > 0 then
+  lt = level(KEYS[1], tr, tb)
+  if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr)} end
+end
+if rr > 0 then put(KEYS[2], lr - 1, rr, rb) end
+if tr > 0 then put(KEYS[1], lt - cost, tr, tb) end
+return {1}
+"""
+
+# KEYS: token bucket. ARGV: rate, burst, tokens to give back (what a request did not use).
+_REFUND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, back = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local l, ts = tonumber(v[1]), tonumber(v[2])
+if l == nil then return 0 end
+l = math.min(burst, l + math.max(0, now - ts) * rate + back)
+redis.call('HSET', KEYS[1], 'level', l, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - l) / rate * 1000) + 1000)
+return 1
+"""
+
+COUNTERS_KEY = "aps:vtc"
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    ok: bool
+    reason: str = ""
+    retry_after: float | None = None
+
+
+def bucket_keys(tenant_id: str) -> list[str]:
+    return [f"aps:{{{tenant_id}}}:tokens", f"aps:{{{tenant_id}}}:requests"]
+
+
+class RedisStore:
+    """The Redis side of cluster mode. Every call may raise `redis.RedisError` (or OSError)
+    when Redis is unreachable or slower than `timeout_s`; the caller decides what that means."""
+
+    def __init__(self, url: str, timeout_s: float = 0.25):
+        self.url = url
+        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
+                                              socket_connect_timeout=timeout_s,
+                                              retry_on_timeout=False, decode_responses=True)
+        self._take = self.client.register_script(_TAKE)
+        self._refund = self.client.register_script(_REFUND)
+
+    async def ping(self) -> bool:
+        return await self.client.ping()
+
+    async def take(self, tenant: Tenant, cost: int) -> Taken:
+        """Atomically take one request and `cost` tokens from the tenant's buckets, or say
+        which limit refused and for how long."""
+        args = [tenant.token_rate or 0, tenant.token_burst or 0, cost,
+                tenant.request_rate or 0, tenant.request_burst or 0]
+        result = await self._take(keys=bucket_keys(tenant.tenant_id), args=args)
+        if int(result[0]) == 1:
+            return Taken(True)
+        return Taken(False, result[1], float(result[2]))
+
+    async def refund(self, tenant: Tenant, tokens: int) -> None:
+        if tenant.token_rate and tokens > 0:
+            await self._refund(keys=bucket_keys(tenant.tenant_id)[:1],
+                               args=[tenant.token_rate, tenant.token_burst, tokens])
+
+    async def share_counters(self, increments: dict[str, float]) -> dict[str, float]:
+        """Add this replica's new weighted service per tenant; return the cluster's totals."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            for tenant, amount in increments.items():
+                pipe.hincrbyfloat(COUNTERS_KEY, tenant, amount)
+            pipe.hgetall(COUNTERS_KEY)
+            results = await pipe.execute()
+        return {tenant: float(value) for tenant, value in results[-1].items()}
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,273 @@
+"""Tenants, API keys and the usage ledger in one SQLite file (WAL mode).
+
+Keys are stored only as a SHA-256 hash (they are long random strings, so a fast hash is enough:
+there is nothing to brute-force) with a visible prefix to tell them apart. The ledger has one row
+per finished, failed or cancelled request, committed before the client hears the request ended:
+a crash of the server loses no acknowledged request.
+
+The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` upgrades version i to i+1
+in place, so an operator's file follows the code across upgrades.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from aps.core import Tenant
+from aps.store.errors import StoreError
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        weight REAL NOT NULL DEFAULT 1.0,
+        bid INTEGER NOT NULL DEFAULT 5,
+        token_rate REAL, token_burst REAL,
+        request_rate REAL, request_burst REAL,
+        max_concurrent INTEGER,
+        over_limit TEXT NOT NULL DEFAULT 'reject',
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE api_keys (
+        hash TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX api_keys_tenant ON api_keys(tenant_id);
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_prefix TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL,
+        bid INTEGER,
+        arrival REAL NOT NULL,
+        first_token REAL,
+        finished REAL NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        cost REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX usage_tenant_time ON usage(tenant_id, finished);
+    CREATE INDEX usage_time ON usage(finished);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+TENANT_FIELDS = ("weight", "bid", "token_rate", "token_burst", "request_rate", "request_burst",
+                 "max_concurrent", "over_limit")
+USAGE_COLUMNS = ("request_id", "tenant_id", "key_prefix", "model", "bid", "arrival",
+                 "first_token", "finished", "prompt_tokens", "completion_tokens", "status",
+                 "reason", "cost")
+KEY_PREFIX_LEN = 12  # "sk-aps-" and five characters: enough to tell keys apart in a list
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "sk-aps-" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    prefix: str
+    tenant_id: str
+    created_at: float
+    revoked_at: float | None
+
+
+class Store:
+    """One connection to the database file. Not thread-safe: one per process or thread."""
+
+    def __init__(self, path: str | Path, clock=time.time):
+        self.path, self._clock = str(path), clock
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA busy_timeout = 5000")  # another process (the CLI) may write
+            if self.path != ":memory:":
+                self.db.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a commit survives the process dying (SIGKILL, a crash); only a power
+            # loss can take back the last commits. FULL would fsync every ledger row.
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this APS "
+                             f"understands ({SCHEMA_VERSION}); upgrade APS")
+        for target in range(version, SCHEMA_VERSION):
+            try:  # each step and its version bump commit together or not at all
+                self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; "
+                                      f"PRAGMA user_version = {target + 1}; COMMIT;")
+            except sqlite3.DatabaseError:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: cheap polling for live reloads."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def tenants(self) -> list[Tenant]:
+        rows = self.db.execute("SELECT * FROM tenants ORDER BY id").fetchall()
+        return [_tenant(row) for row in rows]
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        row = self.db.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+        return None if row is None else _tenant(row)
+
+    def put_tenant(self, tenant: Tenant) -> bool:
+        """Add a tenant or replace its configuration. Returns True if it was new."""
+        values = {f: getattr(tenant, f) for f in TENANT_FIELDS}
+        values["over_limit"] = tenant.over_limit.value
+        now = self._clock()
+        with self._transaction():
+            cur = self.db.execute(
+                f"UPDATE tenants SET {', '.join(f'{f} = :{f}' for f in TENANT_FIELDS)}, "
+                "updated_at = :now WHERE id = :id", {**values, "id": tenant.tenant_id, "now": now})
+            if cur.rowcount:
+                return False
+            self.db.execute(
+                f"INSERT INTO tenants (id, {', '.join(TENANT_FIELDS)}, created_at, updated_at) "
+                f"VALUES (:id, {', '.join(':' + f for f in TENANT_FIELDS)}, :now, :now)",
+                {**values, "id": tenant.tenant_id, "now": now})
+            return True
+
+    def remove_tenant(self, tenant_id: str) -> bool:
+        """Remove a tenant and its keys; its ledger rows stay (they are the bill)."""
+        with self._transaction():
+            return self.db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,)).rowcount > 0
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def create_key(self, tenant_id: str, key: str | None = None) -> str:
+        """A new key for the tenant, returned in full this once; only its hash is kept."""
+        key = key or new_key()
+        try:
+            with self._transaction():
+                self.db.execute("INSERT INTO api_keys (hash, prefix, tenant_id, created_at) "
+                                "VALUES (?, ?, ?, ?)",
+                                (hash_key(key), key[:KEY_PREFIX_LEN], tenant_id, self._clock()))
+        except sqlite3.IntegrityError:
+            if self.tenant(tenant_id) is None:
+                raise StoreError(f"unknown tenant {tenant_id!r}") from None
+            raise StoreError("that key already exists") from None
+        return key
+
+    def revoke_key(self, prefix_or_key: str) -> int:
+        """Revoke the live keys whose prefix is given (or the full key). Returns how many.
+        An ambiguous prefix revokes nothing and says so."""
+        if len(prefix_or_key) > KEY_PREFIX_LEN:
+            where, arg = "hash = ?", hash_key(prefix_or_key)
+        else:
+            where, arg = "prefix = ?", prefix_or_key
+        with self._transaction():
+            live = self.db.execute(f"SELECT hash FROM api_keys WHERE {where} AND revoked_at IS NULL",
+                                   (arg,)).fetchall()
+            if len(live) > 1:
+                raise StoreError(f"prefix {prefix_or_key!r} matches {len(live)} keys: give the "
+                                 "full key")
+            for row in live:
+                self.db.execute("UPDATE api_keys SET revoked_at = ? WHERE hash = ?",
+                                (self._clock(), row["hash"]))
+        return len(live)
+
+    def keys(self, tenant_id: str | None = None) -> list[KeyInfo]:
+        sql, args = "SELECT * FROM api_keys", ()
+        if tenant_id is not None:
+            sql, args = sql + " WHERE tenant_id = ?", (tenant_id,)
+        rows = self.db.execute(sql + " ORDER BY created_at", args).fetchall()
+        return [KeyInfo(r["prefix"], r["tenant_id"], r["created_at"], r["revoked_at"])
+                for r in rows]
+
+    def key_table(self) -> dict[str, tuple[str, str]]:
+        """Live keys: hash -> (tenant, prefix). The gateway keeps this in memory."""
+        rows = self.db.execute("SELECT hash, tenant_id, prefix FROM api_keys "
+                               "WHERE revoked_at IS NULL").fetchall()
+        return {r["hash"]: (r["tenant_id"], r["prefix"]) for r in rows}
+
+    # -- usage ledger ----------------------------------------------------------------------
+
+    def record(self, rows: Iterable[tuple]) -> None:
+        """Append ledger rows (tuples in USAGE_COLUMNS order) in one committed transaction."""
+        with self._transaction():
+            self.db.executemany(
+                f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(USAGE_COLUMNS))})", rows)
+
+    def usage(self, tenant_id: str | None = None, since: float | None = None,
+              until: float | None = None, limit: int | None = None) -> list[dict]:
+        """Ledger rows in the order they ended, optionally for one tenant and a time range
+        (unix seconds, on the time each request ended)."""
+        clauses, args = [], []
+        for clause, value in (("tenant_id = ?", tenant_id), ("finished >= ?", since),
+                              ("finished < ?", until)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        sql = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self.db.execute(sql, args)]
+
+    def usage_totals(self, since: float | None = None) -> list[dict]:
+        """Per tenant: requests by status, tokens and cost."""
+        where, args = ("WHERE finished >= ?", (since,)) if since is not None else ("", ())
+        rows = self.db.execute(
+            "SELECT tenant_id, COUNT(*) AS requests, "
+            "SUM(status = 'finished') AS finished, SUM(status = 'failed') AS failed, "
+            "SUM(status = 'cancelled') AS cancelled, SUM(prompt_tokens) AS prompt_tokens, "
+            "SUM(completion_tokens) AS completion_tokens, SUM(cost) AS cost "
+            f"FROM usage {where} GROUP BY tenant_id ORDER BY tenant_id", args).fetchall()
+        return [dict(r) for r in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.owner = True
+        else:
+            self.owner = False
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.owner and self.db.in_transaction:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _tenant(row: sqlite3.Row) -> Tenant:
+    return Tenant(row["id"], **{f: row[f] for f in TENANT_FIELDS})
