@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 
 from aps.core import Tenant
 
@@ -84,14 +87,22 @@ class RedisStore:
 
     def __init__(self, url: str, timeout_s: float = 0.25):
         self.url = url
+        # One immediate retry on a broken connection: after Redis restarts, every pooled
+        # connection is stale once, which is not an outage. A timeout is not retried.
         self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
                                               socket_connect_timeout=timeout_s,
+                                              retry=Retry(NoBackoff(), 1),
+                                              retry_on_error=[ConnectionError],
                                               retry_on_timeout=False, decode_responses=True)
         self._take = self.client.register_script(_TAKE)
         self._refund = self.client.register_script(_REFUND)
 
     async def ping(self) -> bool:
         return await self.client.ping()
+
+    async def reconnect(self) -> None:
+        """Drop pooled connections (they may point at a Redis that has since restarted)."""
+        await self.client.connection_pool.disconnect()
 
     async def take(self, tenant: Tenant, cost: int) -> Taken:
         """Atomically take one request and `cost` tokens from the tenant's buckets, or say

@@ -157,6 +157,25 @@ class Store:
                 {**values, "id": tenant.tenant_id, "now": now})
             return True
 
+    def update_tenant(self, tenant_id: str, **changes) -> Tenant:
+        """Change some fields of a tenant (None clears a limit). Raises StoreError if there is
+        no such tenant, ConfigError if the result is not a valid tenant."""
+        with self._transaction():
+            current = self.tenant(tenant_id)
+            if current is None:
+                raise StoreError(f"unknown tenant {tenant_id!r}")
+            unknown = set(changes) - set(TENANT_FIELDS)
+            if unknown:
+                raise StoreError(f"unknown tenant fields: {', '.join(sorted(unknown))}")
+            fields = {f: getattr(current, f) for f in TENANT_FIELDS}
+            if "token_rate" in changes and "token_burst" not in changes:
+                fields["token_burst"] = None  # follows the new rate, as for a new tenant
+            if "request_rate" in changes and "request_burst" not in changes:
+                fields["request_burst"] = None
+            updated = Tenant(tenant_id, **{**fields, **changes})
+            self.put_tenant(updated)
+            return updated
+
     def remove_tenant(self, tenant_id: str) -> bool:
         """Remove a tenant and its keys; its ledger rows stay (they are the bill)."""
         with self._transaction():
@@ -223,23 +242,16 @@ class Store:
               until: float | None = None, limit: int | None = None) -> list[dict]:
         """Ledger rows in the order they ended, optionally for one tenant and a time range
         (unix seconds, on the time each request ended)."""
-        clauses, args = [], []
-        for clause, value in (("tenant_id = ?", tenant_id), ("finished >= ?", since),
-                              ("finished < ?", until)):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        sql = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY id"
+        where, args = _where(tenant_id, since, until)
+        sql = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage {where} ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in self.db.execute(sql, args)]
 
-    def usage_totals(self, since: float | None = None) -> list[dict]:
+    def usage_totals(self, tenant_id: str | None = None, since: float | None = None,
+                     until: float | None = None) -> list[dict]:
         """Per tenant: requests by status, tokens and cost."""
-        where, args = ("WHERE finished >= ?", (since,)) if since is not None else ("", ())
+        where, args = _where(tenant_id, since, until)
         rows = self.db.execute(
             "SELECT tenant_id, COUNT(*) AS requests, "
             "SUM(status = 'finished') AS finished, SUM(status = 'failed') AS failed, "
@@ -247,6 +259,16 @@ class Store:
             "SUM(completion_tokens) AS completion_tokens, SUM(cost) AS cost "
             f"FROM usage {where} GROUP BY tenant_id ORDER BY tenant_id", args).fetchall()
         return [dict(r) for r in rows]
+
+
+def _where(tenant_id: str | None, since: float | None, until: float | None) -> tuple[str, list]:
+    clauses, args = [], []
+    for clause, value in (("tenant_id = ?", tenant_id), ("finished >= ?", since),
+                          ("finished < ?", until)):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 class _Transaction:

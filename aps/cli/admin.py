@@ -1,0 +1,219 @@
+"""`aps tenants|keys|usage`: the operator's commands, on the same database file the gateway
+uses (`--db`, or APS_DB). A running gateway picks the changes up within `store.reload_s`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aps.core import ConfigError, OverLimit, Tenant
+from aps.store import Store, StoreError
+from aps.store.export import parse_time, usage_csv, write_trace
+
+tenants = typer.Typer(help="Add, list, change and remove tenants.", no_args_is_help=True)
+keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+usage = typer.Typer(help="The usage ledger: one row per ended request.",
+                    invoke_without_command=True)
+console = Console() if sys.stdout.isatty() else Console(width=160)
+
+DB = typer.Option("aps.db", "--db", envvar="APS_DB", help="the database file (also APS_DB)")
+
+
+def _open(db: str) -> Store:
+    if db != ":memory:" and not Path(db).exists():
+        console.print(f"[yellow]note:[/yellow] {db} does not exist yet: creating it")
+    return Store(db)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _limits(weight, bid, token_rate, token_burst, request_rate, request_burst, max_concurrent,
+            over_limit) -> dict:
+    given = {"weight": weight, "bid": bid, "token_rate": token_rate, "token_burst": token_burst,
+             "request_rate": request_rate, "request_burst": request_burst,
+             "max_concurrent": max_concurrent, "over_limit": over_limit}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+_WEIGHT = typer.Option(None, help="fair-share weight")
+_BID = typer.Option(None, help="default priority bid, 1..10")
+_TOKEN_RATE = typer.Option(None, help="tokens per second (prompt + max_tokens are reserved)")
+_TOKEN_BURST = typer.Option(None, help="token bucket size (default: one second of rate)")
+_REQUEST_RATE = typer.Option(None, help="requests per second")
+_REQUEST_BURST = typer.Option(None, help="request bucket size")
+_MAX_CONCURRENT = typer.Option(None, help="requests queued or running at once")
+_OVER_LIMIT = typer.Option(None, help="reject, delay or demote (to the spare-capacity band)")
+
+
+@tenants.command("add")
+def tenants_add(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
+                token_rate: float = _TOKEN_RATE, token_burst: float = _TOKEN_BURST,
+                request_rate: float = _REQUEST_RATE, request_burst: float = _REQUEST_BURST,
+                max_concurrent: int = _MAX_CONCURRENT, over_limit: OverLimit = _OVER_LIMIT,
+                key: bool = typer.Option(True, help="also create an API key and print it"),
+                db: str = DB) -> None:
+    """Add a tenant (and, by default, its first API key)."""
+    store = _open(db)
+    if store.tenant(tenant_id) is not None:
+        _fail(StoreError(f"tenant {tenant_id!r} exists: use `aps tenants set`"))
+    try:
+        store.put_tenant(Tenant(tenant_id, **_limits(weight, bid, token_rate, token_burst,
+                                                     request_rate, request_burst,
+                                                     max_concurrent, over_limit)))
+    except ConfigError as exc:
+        _fail(exc)
+    console.print(f"added tenant {tenant_id}")
+    if key:
+        _print_key(tenant_id, store.create_key(tenant_id))
+
+
+@tenants.command("set")
+def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
+                token_rate: float = _TOKEN_RATE, token_burst: float = _TOKEN_BURST,
+                request_rate: float = _REQUEST_RATE, request_burst: float = _REQUEST_BURST,
+                max_concurrent: int = _MAX_CONCURRENT, over_limit: OverLimit = _OVER_LIMIT,
+                unlimited: list[str] = typer.Option(
+                    [], help="clear a limit: token_rate, request_rate or max_concurrent"),
+                db: str = DB) -> None:
+    """Change some of a tenant's settings; the others keep their values."""
+    changes = _limits(weight, bid, token_rate, token_burst, request_rate, request_burst,
+                      max_concurrent, over_limit)
+    for name in unlimited:
+        if name not in ("token_rate", "request_rate", "max_concurrent"):
+            _fail(ConfigError(f"--unlimited takes token_rate, request_rate or max_concurrent, "
+                              f"not {name!r}"))
+        changes[name] = None
+        if name.endswith("_rate"):
+            changes[name.replace("rate", "burst")] = None
+    if not changes:
+        _fail(ConfigError("nothing to change: give at least one option"))
+    try:
+        tenant = _open(db).update_tenant(tenant_id, **changes)
+    except (StoreError, ConfigError) as exc:
+        _fail(exc)
+    shown = {k: getattr(tenant, k) for k in changes}
+    console.print(f"tenant {tenant_id}: " + ", ".join(
+        f"{k}={getattr(v, 'value', v)}" for k, v in shown.items()))
+
+
+@tenants.command("list")
+def tenants_list(as_json: bool = typer.Option(False, "--json"), db: str = DB) -> None:
+    """The tenants and their limits."""
+    rows = _open(db).tenants()
+    if as_json:
+        from aps.server.admin_api import tenant_json
+        print(json.dumps([tenant_json(t) for t in rows], indent=2))
+        return
+    table = Table("tenant", "weight", "bid", "tokens/s", "burst", "req/s", "max concurrent",
+                  "over limit")
+    for t in rows:
+        table.add_row(t.tenant_id, f"{t.weight:g}", str(t.bid), _g(t.token_rate),
+                      _g(t.token_burst), _g(t.request_rate), _g(t.max_concurrent),
+                      t.over_limit.value)
+    console.print(table)
+
+
+@tenants.command("remove")
+def tenants_remove(tenant_id: str, db: str = DB) -> None:
+    """Remove a tenant and revoke its keys; its usage rows stay."""
+    if not _open(db).remove_tenant(tenant_id):
+        _fail(StoreError(f"unknown tenant {tenant_id!r}"))
+    console.print(f"removed tenant {tenant_id}")
+
+
+@keys.command("create")
+def keys_create(tenant_id: str, db: str = DB) -> None:
+    """A new API key for a tenant, printed this once."""
+    try:
+        _print_key(tenant_id, _open(db).create_key(tenant_id))
+    except StoreError as exc:
+        _fail(exc)
+
+
+@keys.command("revoke")
+def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix, or the whole key"),
+                db: str = DB) -> None:
+    """Revoke a key: requests with it are refused (401) from the next reload on."""
+    try:
+        n = _open(db).revoke_key(prefix)
+    except StoreError as exc:
+        _fail(exc)
+    if not n:
+        _fail(StoreError(f"no live key with prefix {prefix!r}"))
+    console.print(f"revoked {prefix}")
+
+
+@keys.command("list")
+def keys_list(tenant: str = typer.Option(None, help="only this tenant's keys"),
+              db: str = DB) -> None:
+    """Keys by prefix (the keys themselves are not stored)."""
+    table = Table("prefix", "tenant", "created (UTC)", "revoked (UTC)")
+    for k in _open(db).keys(tenant):
+        table.add_row(k.prefix, k.tenant_id, _when(k.created_at), _when(k.revoked_at))
+    console.print(table)
+
+
+@usage.callback()
+def usage_show(ctx: typer.Context,
+               tenant: str = typer.Option(None, help="one tenant's rows"),
+               since: str = typer.Option(None, help="unix seconds, ISO date, or an age like 24h"),
+               until: str = typer.Option(None, help="as --since"),
+               as_csv: bool = typer.Option(False, "--csv", help="every row, as CSV"),
+               db: str = DB) -> None:
+    """Per-tenant totals, or every row with --csv."""
+    if ctx.invoked_subcommand is not None:
+        return
+    store = _open(db)
+    try:
+        start, end = parse_time(since, time.time()), parse_time(until, time.time())
+    except StoreError as exc:
+        _fail(exc)
+    if as_csv:
+        sys.stdout.write(usage_csv(store.usage(tenant, start, end)))
+        return
+    rows = store.usage_totals(tenant, start, end)
+    table = Table("tenant", "requests", "finished", "failed", "cancelled", "prompt tokens",
+                  "completion tokens", "cost $")
+    for r in rows:
+        table.add_row(r["tenant_id"], *(str(r[k]) for k in ("requests", "finished", "failed",
+                      "cancelled", "prompt_tokens", "completion_tokens")), f"{r['cost']:.4f}")
+    console.print(table)
+
+
+@usage.command("export")
+def usage_export(trace: Path = typer.Option(..., help="PATH.csv: the trace; PATH.yaml: a "
+                                                      "scenario with the tenants, and the CSV"),
+                 tenant: str = typer.Option(None, help="one tenant's requests"),
+                 since: str = typer.Option(None, help="unix seconds, ISO date, or an age"),
+                 until: str = typer.Option(None, help="as --since"),
+                 db: str = DB) -> None:
+    """Write the ledger as a trace that `aps simulate PATH` replays."""
+    store = _open(db)
+    try:
+        rows = store.usage(tenant, parse_time(since, time.time()), parse_time(until, time.time()))
+        n = write_trace(rows, trace, store.tenants())
+    except StoreError as exc:
+        _fail(exc)
+    console.print(f"wrote {n} requests to {trace}; replay with: aps simulate {trace} "
+                  "--policy vtc")
+
+
+def _print_key(tenant_id: str, key: str) -> None:
+    console.print(f"API key for {tenant_id} (shown once; only its hash is stored):")
+    print(key)
+
+
+def _g(value) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))

@@ -1,0 +1,136 @@
+"""The SQLite store: tenants, hashed keys, the ledger, migrations, export and replay."""
+import sqlite3
+
+import pytest
+
+from aps.core import ConfigError, OverLimit, Tenant
+from aps.sim.scenarios import load_scenario
+from aps.store import Store, StoreError, hash_key
+from aps.store import sqlite as store_sqlite
+from aps.store.export import parse_time, usage_csv, write_trace
+
+
+def row(rid, tenant="a", arrival=100.0, prompt=10, out=5, status="finished", finished=None):
+    return (rid, tenant, "sk-aps-abcde", "m", 5, arrival, arrival + 0.1,
+            finished or arrival + 1, prompt, out, status, "", 0.001)
+
+
+def test_tenants_round_trip_and_partial_updates(tmp_path):
+    s = Store(tmp_path / "a.db")
+    assert s.put_tenant(Tenant("a", weight=2, bid=9, token_rate=10, over_limit="demote"))
+    assert not s.put_tenant(Tenant("a", weight=3))  # replaced, not added
+    assert s.tenant("a") == Tenant("a", weight=3)
+    t = s.update_tenant("a", token_rate=50)
+    assert (t.token_rate, t.token_burst, t.weight) == (50, 50, 3)  # burst follows a new rate
+    assert s.update_tenant("a", token_rate=None).token_rate is None
+    with pytest.raises(StoreError, match="unknown tenant 'zz'"):
+        s.update_tenant("zz", bid=3)
+    with pytest.raises(ConfigError, match="bid must be in 1..10"):
+        s.update_tenant("a", bid=11)
+    assert s.tenant("a").bid == 5  # a refused change changes nothing
+    assert Store(tmp_path / "a.db").tenants() == s.tenants()  # on disk
+
+
+def test_keys_are_stored_only_as_hashes_and_revocation_is_precise(tmp_path):
+    s = Store(tmp_path / "a.db")
+    s.put_tenant(Tenant("a"))
+    key = s.create_key("a")
+    raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
+    assert key.encode() not in raw and hash_key(key).encode() in raw
+    assert s.key_table() == {hash_key(key): ("a", key[:12])}
+    with pytest.raises(StoreError, match="unknown tenant"):
+        s.create_key("nobody")
+    s.create_key("a", "sk-aps-same-prefix-1")
+    s.create_key("a", "sk-aps-same-prefix-2")
+    with pytest.raises(StoreError, match="matches 2 keys"):
+        s.revoke_key("sk-aps-same-")
+    assert s.revoke_key("sk-aps-same-prefix-1") == 1  # the full key picks one
+    assert s.revoke_key(key[:12]) == 1 and s.revoke_key(key[:12]) == 0
+    assert list(s.key_table().values()) == [("a", "sk-aps-same-")]
+    s.remove_tenant("a")
+    assert s.keys() == [] and s.key_table() == {}
+
+
+def test_ledger_rows_survive_and_filter_by_tenant_and_time(tmp_path):
+    s = Store(tmp_path / "a.db")
+    s.record([row("r1", "a", 100), row("r2", "b", 200), row("r3", "a", 300, status="failed")])
+    s.close()
+    s = Store(tmp_path / "a.db")
+    assert [r["request_id"] for r in s.usage("a")] == ["r1", "r3"]
+    assert [r["request_id"] for r in s.usage(since=150, until=301)] == ["r2"]
+    totals = {r["tenant_id"]: r for r in s.usage_totals()}
+    assert totals["a"]["requests"] == 2 and totals["a"]["failed"] == 1
+    assert totals["a"]["prompt_tokens"] == 20
+    text = usage_csv(s.usage())
+    assert text.splitlines()[0].startswith("request_id,tenant_id,key_prefix,model")
+    assert len(text.splitlines()) == 4
+
+
+def test_migrations_upgrade_in_place_and_refuse_a_newer_schema(tmp_path, monkeypatch):
+    path = tmp_path / "a.db"
+    s = Store(path)
+    s.put_tenant(Tenant("a", bid=7))
+    s.close()
+    step = "ALTER TABLE tenants ADD COLUMN note TEXT NOT NULL DEFAULT 'kept'"
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", store_sqlite.MIGRATIONS + [step])
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", len(store_sqlite.MIGRATIONS))
+    s = Store(path)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert s.db.execute("SELECT bid, note FROM tenants").fetchone()[:] == (7, "kept")
+    s.close()
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="schema version 2 is newer than this APS understands"):
+        Store(path)
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "a.db"
+    Store(path).close()
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS",
+                        store_sqlite.MIGRATIONS + ["CREATE TABLE t (x); SELECT * FROM missing"])
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", 2)
+    with pytest.raises(StoreError, match="no such table: missing"):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchone() is None
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("hello, not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the database"):
+        Store(bad)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1700000000", 1700000000.0), ("2h", 10_000 - 7200), ("90m", 10_000 - 5400),
+    ("1970-01-01T01:00:00", 3600.0), ("1970-01-01T01:00:00+01:00", 0.0), (None, None),
+])
+def test_parse_time(text, expected):
+    assert parse_time(text, now=10_000) == expected
+
+
+def test_parse_time_says_what_it_accepts():
+    with pytest.raises(StoreError, match="an age like 24h"):
+        parse_time("yesterday", 0)
+
+
+def test_export_writes_a_trace_and_a_scenario_the_simulator_replays(tmp_path):
+    rows = [dict(zip(store_sqlite.USAGE_COLUMNS, r)) for r in (
+        row("r1", "a", 1000.0, prompt=30, out=7), row("r2", "b", 1000.5, prompt=12, out=3),
+        row("r3", "a", 1002.0, out=0, status="cancelled"))]  # produced nothing: left out
+    tenants = [Tenant("a", weight=2, bid=9, token_rate=100, over_limit=OverLimit.DEMOTE),
+               Tenant("b"), Tenant("unused")]
+    assert write_trace(rows, tmp_path / "week.yaml", tenants) == 2
+    assert (tmp_path / "week.csv").read_text().splitlines() == [
+        "arrival_s,tenant,prompt_tokens,output_tokens", "0.000000,a,30,7", "0.500000,b,12,3"]
+    sc = load_scenario(tmp_path / "week.yaml")
+    w = sc.workload
+    assert list(w.prompt_tokens) == [30, 12] and list(w.output_tokens) == [7, 3]
+    a = next(t for t in w.tenants if t.tenant_id == "a")
+    assert (a.weight, a.bid, a.token_rate, a.over_limit) == (2, 9, 100, OverLimit.DEMOTE)
+    bare = load_scenario(tmp_path / "week.csv")  # the CSV alone replays too
+    assert list(bare.workload.arrival_s) == [0.0, 0.5]
+    with pytest.raises(StoreError, match="nothing to replay"):
+        write_trace(rows[2:], tmp_path / "none.csv", tenants)

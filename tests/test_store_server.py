@@ -1,0 +1,178 @@
+"""Tenants, keys and the ledger through a real gateway process: the admin API, the CLI on the
+same database file, live reloads, and a ledger that survives SIGKILL."""
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from aps.cli import app as cli
+from aps.cli.loadgen import LocalServer
+from aps.store import Store
+
+ADMIN = "admin-key-for-tests-0123456789"
+CONFIG = f"""
+speed: 200
+admin_key: {ADMIN}
+prices: {{input_per_1m: 1.0, output_per_1m: 2.0}}
+store: {{reload_s: 0.1}}
+tenants:
+  - {{id: acme, keys: [sk-acme-test-key], bid: 8}}
+"""
+
+
+def admin(server, method, path, **kw):
+    return httpx.request(method, server.url + "/admin" + path,
+                         headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10, **kw)
+
+
+def complete(server, key, tokens=3):
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    return c.completions.create(model="any", prompt="hello there", max_tokens=tokens)
+
+
+def eventually(check, timeout_s=5.0, until_not=()):
+    """`check()` once it passes (a live reload takes up to `store.reload_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except (AssertionError, pytest.fail.Exception, *until_not):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = LocalServer(CONFIG, log_path=tmp_path / "server.log", db_path=tmp_path / "aps.db")
+    yield s
+    s.stop()
+
+
+def test_admin_api_needs_its_own_key(server, tmp_path):
+    r = httpx.get(server.url + "/admin/tenants", headers={"Authorization": "Bearer sk-acme-test-key"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_admin_key"
+    off = LocalServer("{}", log_path=tmp_path / "off.log")
+    try:
+        r = httpx.get(off.url + "/admin/tenants", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 403 and "set admin_key" in r.json()["error"]["message"]
+    finally:
+        off.stop()
+
+
+def test_tenant_and_key_lifecycle_through_the_admin_api(server):
+    r = admin(server, "PUT", "/tenants/newco", json={"bid": 3, "token_rate": 1000})
+    assert r.status_code == 201 and r.json()["token_burst"] == 1000
+    assert admin(server, "PUT", "/tenants/newco", json={"bid": 4}).status_code == 200
+    bad = admin(server, "PATCH", "/tenants/newco", json={"bid": 11})
+    assert bad.status_code == 400 and "bid" in bad.json()["error"]["message"]
+    assert admin(server, "PATCH", "/tenants/newco", json={"weight": 3}).json()["weight"] == 3
+    assert admin(server, "PATCH", "/tenants/ghost", json={"weight": 3}).status_code == 404
+    created = admin(server, "POST", "/tenants/newco/keys").json()
+    key = created["key"]
+    assert key.startswith(created["prefix"]) and len(key) > 40
+    out = complete(server, key)
+    assert out.usage.completion_tokens == 3
+    rows = admin(server, "GET", "/usage", params={"tenant": "newco"}).json()["data"]
+    assert [(r["request_id"], r["key_prefix"], r["status"]) for r in rows] == [
+        (out.id, created["prefix"], "finished")]
+    expected_cost = (rows[0]["prompt_tokens"] * 1.0 + 3 * 2.0) / 1e6
+    assert rows[0]["cost"] == pytest.approx(expected_cost)
+    csv = admin(server, "GET", "/usage", params={"format": "csv", "since": "1h"}).text
+    assert out.id in csv and csv.startswith("request_id,")
+    summary = admin(server, "GET", "/usage/summary").json()["data"]
+    assert {"tenant_id": "newco", "requests": 1} .items() <= summary[-1].items()
+    assert admin(server, "GET", "/usage", params={"since": "someday"}).status_code == 400
+    assert admin(server, "DELETE", f"/keys/{created['prefix']}").status_code == 204
+    with pytest.raises(openai.AuthenticationError):
+        complete(server, key)
+    assert admin(server, "DELETE", "/tenants/newco").status_code == 204
+    assert admin(server, "GET", "/tenants/newco").status_code == 404
+    assert admin(server, "GET", "/usage", params={"tenant": "newco"}).json()["data"]  # kept
+
+
+def test_cli_changes_reach_a_running_server(server):
+    db = ["--db", server.db_path]
+    run = CliRunner().invoke(cli, ["tenants", "add", "clico", "--bid", "2", *db])
+    assert run.exit_code == 0, run.output
+    key = run.output.strip().splitlines()[-1]
+    eventually(lambda: complete(server, key), until_not=(openai.AuthenticationError,))
+    run = CliRunner().invoke(cli, ["tenants", "set", "clico", "--token-rate", "5", *db])
+    assert run.exit_code == 0, run.output
+
+    def limited():
+        status = httpx.get(server.url + "/tenants/clico/status",
+                           headers={"Authorization": f"Bearer {key}"}).json()
+        assert status["token_rate"] == 5
+    eventually(limited)
+    with pytest.raises(openai.BadRequestError, match="burst of 5"):
+        complete(server, key, tokens=50)  # can never fit the new burst
+    assert CliRunner().invoke(cli, ["keys", "revoke", key[:12], *db]).exit_code == 0
+
+    def refused():
+        with pytest.raises(openai.AuthenticationError):
+            complete(server, key, tokens=1)
+    eventually(refused)
+    usage = CliRunner().invoke(cli, ["usage", "--tenant", "clico", "--csv", *db])
+    lines = usage.output.splitlines()
+    assert usage.exit_code == 0 and len(lines) >= 2 and all(",clico," in x for x in lines[1:])
+
+
+def test_an_empty_database_gets_the_seed_tenants_once(tmp_path):
+    db = tmp_path / "demo.db"
+    s = LocalServer("{}", speed=200, log_path=tmp_path / "a.log", db_path=db)
+    try:
+        assert complete(s, "sk-demo-tenant_c").usage.completion_tokens == 3
+    finally:
+        s.stop()
+    store = Store(db)
+    assert [t.tenant_id for t in store.tenants()] == ["tenant_a", "tenant_b", "tenant_c"]
+    store.remove_tenant("tenant_c")
+    store.close()
+    s = LocalServer("{}", speed=200, log_path=tmp_path / "b.log", db_path=db)
+    try:  # not created again: the database, not the defaults, says who the tenants are
+        with pytest.raises(openai.AuthenticationError):
+            complete(s, "sk-demo-tenant_c")
+        assert complete(s, "sk-demo-tenant_a")
+    finally:
+        s.stop()
+
+
+def test_every_acknowledged_request_is_in_the_ledger_after_sigkill(tmp_path):
+    """Load from 16 clients; SIGKILL the server mid-run; every request a client saw complete
+    has its ledger row, and nothing is recorded twice."""
+    db = tmp_path / "aps.db"
+    s = LocalServer(CONFIG, log_path=tmp_path / "s.log", db_path=db)
+    acked: list[str] = []
+    failed = 0
+
+    async def client(c: httpx.AsyncClient, i: int):
+        nonlocal failed
+        for j in range(10_000):
+            try:
+                r = await c.post(s.url + "/v1/completions", json={
+                    "model": "m", "prompt": f"client {i} request {j}", "max_tokens": 4},
+                    headers={"Authorization": "Bearer sk-acme-test-key"})
+            except httpx.HTTPError:
+                failed += 1
+                return
+            assert r.status_code == 200
+            acked.append(r.json()["id"])
+
+    async def main():
+        async with httpx.AsyncClient(timeout=10) as c:
+            tasks = [asyncio.create_task(client(c, i)) for i in range(16)]
+            while len(acked) < 300:
+                await asyncio.sleep(0.01)
+            s.kill()
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    asyncio.run(main())
+    assert failed == 16  # every client was cut off mid-request
+    ids = [r["request_id"] for r in Store(db).usage()]
+    assert len(ids) == len(set(ids))
+    missing = set(acked) - set(ids)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests not in the ledger"
