@@ -82,5 +82,5 @@ def test_a_malformed_yaml_experiment_says_where(tmp_path, text, message):
 
 
 def test_unknown_experiment_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known: capacity, fairness, governor, static-vs-aps"):
+    with pytest.raises(ValueError, match="known: autoscale, capacity, fairness, governor, static-vs-aps"):
         run_experiment("nope")

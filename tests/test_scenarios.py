@@ -157,7 +157,7 @@ tenants:
     ("low: 5, high: 9", "low: 5", "s.yaml:7: field 'tenants[0].traffic.prompt': uniform needs"),
     ("output: 7", "output: 0", "s.yaml:8: field 'tenants[0].traffic.output': must be >= 1"),
     ("  - id: a\n", "  - id: a\n    over_limit: later\n",
-     "s.yaml:3: field 'tenants[0].over_limit': expected reject or delay"),
+     "s.yaml:3: field 'tenants[0].over_limit': expected reject, delay or demote"),
     ("    traffic:\n", "    token_rate: 0\n    traffic:\n",
      "s.yaml:4: field 'tenants[0].token_rate': tenant 'a': token_rate must be > 0"),
     ("      requests: 10\n", "", "s.yaml:4: field 'tenants[0].traffic': give 'requests' or"),

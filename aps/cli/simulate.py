@@ -20,7 +20,8 @@ DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "a100-80gb"
 
 def build(scenario: str, *, policy=None, model=None, gpu=None, tp=1, replicas=1,
           router="round-robin", requests=None, seed=0, batch="continuous", fast=True,
-          alpha=None, max_num_seqs=256, max_num_batched_tokens=8192, slo_ttft=2.0, slo_tpot=0.2):
+          alpha=None, max_num_seqs=256, max_num_batched_tokens=8192, slo_ttft=2.0, slo_tpot=0.2,
+          autoscale=True):
     """Load a scenario and make the Simulation the CLI would run (no I/O beyond loading)."""
     sc = load_scenario(scenario, seed=seed, requests=requests)
     hints = sc.defaults
@@ -32,7 +33,7 @@ def build(scenario: str, *, policy=None, model=None, gpu=None, tp=1, replicas=1,
                                       max_num_batched_tokens=max_num_batched_tokens,
                                       kv_capacity_tokens=int(perf.kv_capacity_tokens)),
                     replicas=replicas, router=router, fast=fast, slo_ttft_s=slo_ttft,
-                    slo_tpot_s=slo_tpot)
+                    slo_tpot_s=slo_tpot, autoscale=sc.autoscale if autoscale else None)
     return sc, perf, cfg
 
 
@@ -48,13 +49,31 @@ def run(console: Console, scenario: str, json_path: Path | None, csv_path: Path 
     result["scenario"] = sc.name
     result["config"] = {"policy": cfg.policy, "model": perf.name, "replicas": cfg.replicas,
                         "router": cfg.router, "batch": cfg.batch.mode, "fast": cfg.fast,
-                        "kv_capacity_tokens": cfg.batch.kv_capacity_tokens}
+                        "kv_capacity_tokens": cfg.batch.kv_capacity_tokens,
+                        "autoscale": cfg.autoscale is not None}
     if json_path:
         json_path.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     if csv_path:
         sim.rec.write_csv(str(csv_path))
     console.print(table(result))
+    if "autoscale" in result:
+        console.print(autoscale_lines(result))
     return result
+
+
+def autoscale_lines(r: dict) -> str:
+    """The cluster's size over the run, what it cost and the scale events, in a few lines."""
+    a = r["autoscale"]
+    lines = [f"autoscaled: replicas min {a['min_replicas']}, max {a['max_replicas']}, mean "
+             f"{a['mean_replicas']:.2f}; {a['replica_seconds']:,.0f} replica-seconds "
+             f"({a['replica_seconds'] / 3600:.2f} GPU-hours); {a['scale_ups']} scale-ups, "
+             f"{a['scale_downs']} scale-downs; start-up {a['startup_s']:g} s"]
+    events = a["events"]
+    for e in events[:12]:
+        lines.append(f"  t={e['t']:>7.0f}s  {e['from']} -> {e['to']}  {e['reason']}")
+    if len(events) > 12:
+        lines.append(f"  ... {len(events) - 12} more (--json has them all)")
+    return "\n".join(lines)
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -63,8 +82,8 @@ def _f(x: float, digits: int = 3) -> str:
 
 def table(r: dict) -> Table:
     c = r["config"]
-    t = Table(title=f"{r['scenario']}: {c['policy']}, {c['model']}, {c['replicas']} replica(s), "
-                    f"{c['batch']} batching")
+    size = "autoscaled replicas" if c.get("autoscale") else f"{c['replicas']} replica(s)"
+    t = Table(title=f"{r['scenario']}: {c['policy']}, {c['model']}, {size}, {c['batch']} batching")
     for col in ("tenant", "requests", "finished", "rejected", "TTFT p50 s", "TTFT p99 s",
                 "TPOT p50 s", "max wait s", "service tokens"):
         t.add_column(col, justify="right")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +45,10 @@ class RunSpec:
     replicas: int = 1
     batch: dict = field(default_factory=dict)  # BatchConfig fields
     seed: int = 0
+    # None: a fixed count. A mapping: follow the scenario's autoscale block with these
+    # settings replaced (e.g. {"startup_s": 10}); `replicas` is then the starting count.
+    autoscale: dict | None = None
+    router: str = "round-robin"
 
 
 def workload_of(spec: RunSpec) -> Workload:
@@ -60,9 +64,15 @@ def run_one(spec: RunSpec) -> dict:
     """Simulate one grid point; returns a plain-data record (picklable, JSON-able)."""
     perf = make_perf_model(model=spec.model, gpu=spec.gpu, tp=spec.tp)
     batch = {"kv_capacity_tokens": int(perf.kv_capacity_tokens), **spec.batch}
+    scale = None
+    if spec.autoscale is not None:
+        scale = load_scenario(spec.scenario, seed=spec.seed, requests=spec.requests).autoscale
+        if scale is None:
+            raise ValueError(f"run {spec.id}: scenario {spec.scenario!r} has no autoscale block")
+        scale = replace(scale, **spec.autoscale)
     cfg = SimConfig(policy=spec.policy, policy_params=dict(spec.policy_params),
-                    batch=BatchConfig(**batch), replicas=spec.replicas,
-                    timeline_points=TIMELINE_POINTS)
+                    batch=BatchConfig(**batch), replicas=spec.replicas, router=spec.router,
+                    timeline_points=TIMELINE_POINTS, autoscale=scale)
     sim = Simulation(workload_of(spec), perf, cfg)
     summary = sim.run()
     ttft = {t: _thin(sorted(v)) for t, v in sim.rec.ttft_by_tenant().items()}
@@ -99,9 +109,10 @@ def run_grid(specs: list[RunSpec], workers: int | None = None,
 
 def experiments() -> dict:
     """The shipped experiments by name (imported here: they build on this module)."""
-    from aps.sim import experiment_capacity, experiment_fairness, experiment_priority
+    from aps.sim import (experiment_autoscale, experiment_capacity, experiment_fairness,
+                         experiment_priority)
     return {**experiment_priority.EXPERIMENTS, **experiment_fairness.EXPERIMENTS,
-            **experiment_capacity.EXPERIMENTS}
+            **experiment_capacity.EXPERIMENTS, **experiment_autoscale.EXPERIMENTS}
 
 
 def run_experiment(name: str, quick: bool = False, out_dir: Path | None = None,

@@ -107,6 +107,9 @@ class Recorder:
         busy = sum(r.busy_s for r in sim.replicas)
         gpu_s = makespan * len(sim.replicas)
         price = perf.price_per_hour * len(sim.replicas)
+        if sim.scaler is not None:  # replicas came and went: pay for the time each was held
+            gpu_s = sim.scaler.replica_seconds(sim.now)
+            price = perf.price_per_hour * gpu_s / makespan if makespan else 0.0
         out = {
             "requests": len(w),
             "finished": int(done.sum()),
@@ -136,6 +139,8 @@ class Recorder:
         out["goodput_requests_per_s"] = float(good.sum() / makespan) if makespan else 0.0
         out["per_tenant"], out["jain_fairness"] = self._per_tenant(sim)
         out["max_service_gap_tokens"] = self._service_gap()
+        if sim.scaler is not None:
+            out["autoscale"] = sim.scaler.summary(sim.now, makespan)
         return out
 
     def note_last_arrival(self, replicas) -> None:

@@ -6,7 +6,7 @@
     tenants:
       - id: tenant_a                  # Tenant settings: weight, bid, token_rate, token_burst,
         bid: 10                       #   request_rate, request_burst, max_concurrent,
-        token_rate: 500               #   over_limit (reject | delay)
+        token_rate: 500               #   over_limit (reject | delay | demote)
         traffic:                      # generated traffic (omit when there is a source)
           arrival: {process: poisson, rate: 2.0}   # gamma (rate, cv), onoff (rate, on_s,
                                       #   off_s), diurnal (rate, period_s, amplitude, phase),
@@ -23,6 +23,8 @@
       rate_scale: 2.0                 #   servegen | vtc-lmsys; `path:` for another file
       assign: zipf                    # how listed tenants share an untenanted trace; a
                                       #   `share:` on every tenant means weighted random
+    autoscale: {min: 1, max: 8, startup_s: 60}   # optional: replicas come and go (fields in
+                                      #   aps/sim/autoscale_spec.py)
 
 With a source, the listed tenants either receive the trace's requests (traces without
 tenants) or configure the trace's own tenants by id. `defaults` is handed on unchanged as
@@ -36,9 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from aps.core.errors import ConfigError
 from aps.core.tenant import OverLimit, Tenant
 from aps.sim import scenario_traffic as traffic
+from aps.sim.autoscale_spec import ScaleSettings, settings_from
 from aps.sim.scenario_spec import Spec, load_yaml
 from aps.sim.traces import load_trace, trace_options
 from aps.sim.workload import Workload, WorkloadError
@@ -60,6 +65,7 @@ class Scenario:
     workload: Workload
     defaults: dict[str, Any]  # simulation hints, e.g. {"policy": "vtc", "duration_s": 600}
     path: Path | None = None
+    autoscale: ScaleSettings | None = None  # replicas come and go (aps.sim.autoscale_spec)
 
 
 def list_scenarios() -> list[str]:
@@ -67,9 +73,10 @@ def list_scenarios() -> list[str]:
 
 
 def scenario_path(name_or_path: str | Path) -> Path:
-    """A shipped scenario's file by name, or the given path to a YAML file."""
+    """A shipped scenario's file by name, or the given path to a YAML file (or to a CSV trace
+    in the vtc-lmsys format, such as `aps usage export --trace` writes)."""
     text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+    if text.endswith((".yaml", ".yml", ".csv")) or "/" in text or Path(text).is_file():
         return Path(text)
     path = SCENARIOS_DIR / f"{text}.yaml"
     if not path.is_file():
@@ -82,10 +89,16 @@ def load_scenario(name_or_path: str | Path, seed: int = 0,
     """Load and build a scenario. `requests` (else defaults.requests) sets the request count:
     generated traffic is extended or cut to it, a trace is cut or tiled in time to it."""
     path = scenario_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkloadError(f"{path.name}: cannot read scenario: {exc}") from None
+    if path.suffix == ".csv":  # a bare trace: its own tenants, with default settings
+        if not path.is_file():
+            raise WorkloadError(f"{path}: no such file")
+        text = yaml.safe_dump({"name": path.stem, "source": {"trace": "vtc-lmsys",
+                                                             "path": path.name}})
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise WorkloadError(f"{path.name}: cannot read scenario: {exc}") from None
     scenario = parse_scenario(text, path.name, seed=seed, requests=requests, base_dir=path.parent)
     scenario.path = path
     return scenario
@@ -94,7 +107,7 @@ def load_scenario(name_or_path: str | Path, seed: int = 0,
 def parse_scenario(text: str, source: str = "<scenario>", seed: int = 0,
                    requests: int | None = None, base_dir: Path | None = None) -> Scenario:
     spec = load_yaml(text, source)
-    spec.allow({"name", "description", "defaults", "tenants", "source"})
+    spec.allow({"name", "description", "defaults", "tenants", "source", "autoscale"})
     defaults = _defaults(spec)
     requests = requests if requests is not None else defaults.get("requests")
     if requests is not None and requests < 1:
@@ -112,7 +125,10 @@ def parse_scenario(text: str, source: str = "<scenario>", seed: int = 0,
         plans = [traffic.plan(t, defaults.get("duration_s")) for t in tenant_specs]
         work = traffic.generate(plans, tenants, seed, requests, name)
     work.name = name
-    return Scenario(name, spec.get("description", "str", default=""), work, defaults)
+    scale = spec.sub("autoscale")
+    autoscale = None if scale is None else settings_from(scale.data, scale.error)
+    return Scenario(name, spec.get("description", "str", default=""), work, defaults,
+                    autoscale=autoscale)
 
 
 def _defaults(spec: Spec) -> dict[str, Any]:
@@ -132,7 +148,8 @@ def _tenant(spec: Spec) -> Tenant:
     tenant_id = spec.get("id", "str", required=True)
     values = {k: spec.get(k, kind) for k, kind in TENANT_FIELDS.items() if spec.has(k)}
     if values.get("over_limit", "reject") not in [o.value for o in OverLimit]:
-        raise spec.error("over_limit", f"expected reject or delay, got {values['over_limit']!r}")
+        raise spec.error("over_limit",
+                         f"expected reject, delay or demote, got {values['over_limit']!r}")
     try:
         return Tenant(tenant_id, **values)
     except (ConfigError, ValueError) as exc:

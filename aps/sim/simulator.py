@@ -8,6 +8,10 @@ Fast mode: when a replica's batch only decodes and nothing can join it (see
 `Scheduler.decode_horizon`), the iterations up to the next completion, block shortage or
 arrival are summed in closed form and applied at once. Step mode runs every iteration. Both
 give the same per-request times (tests/test_simulator.py checks it).
+
+With `SimConfig.autoscale`, replicas are added and drained during the run by
+`aps.sim.autoscaling.ClusterScaler`; arrivals are routed among `routable` replicas only.
+Without it nothing of that runs: the event loop pays one comparison per event.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from typing import Callable
 
 from aps.core import BatchConfig, Request, Scheduler, Status, StepPlan
 from aps.perf import BatchShape, decode_run_time
+from aps.sim.autoscale_spec import ScaleSettings
+from aps.sim.autoscaling import ClusterScaler
 from aps.sim.metrics import Recorder
 from aps.sim.workload import Workload
 
@@ -37,6 +43,7 @@ class SimConfig:
     slo_ttft_s: float = 2.0  # what counts as good service, for goodput
     slo_tpot_s: float = 0.2
     timeline_points: int = 0  # > 0: sample queue depth and service about this many times
+    autoscale: ScaleSettings | None = None  # replicas come and go (aps.sim.autoscaling)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -57,6 +64,7 @@ class Replica:
     flops: float = 0.0
     iterations: int = 0
     scheduled: int = 0  # requests summed over iterations, for the mean batch size
+    draining: bool = False  # takes no new requests; removed once empty (autoscaling)
 
 
 def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
@@ -74,15 +82,33 @@ class Simulation:
                  progress: Callable[[int], None] | None = None):
         self.w, self.perf = workload, perf
         self.cfg = config or SimConfig()
-        self.replicas = [Replica(i, Scheduler(workload.tenants, self.cfg.policy, self.cfg.batch,
-                                              **self.cfg.policy_params))
-                         for i in range(self.cfg.replicas)]
+        self.replicas: list[Replica] = []  # every replica the run had, for the summary
+        scale = self.cfg.autoscale
+        for _ in range(scale.policy.clamp(self.cfg.replicas) if scale else self.cfg.replicas):
+            self._new_replica()
+        self.routable = self.replicas  # where arrivals may go; a copy once replicas can leave
         self.rec = Recorder(workload)
+        self._record = self.rec.plan
+        self.scaler: ClusterScaler | None = None
+        if scale is not None:
+            self.scaler = ClusterScaler(self, scale)
+            self.routable = list(self.replicas)
+            self._record = self._record_and_scale
         self._events: list[tuple[float, int, int, Replica]] = []  # (time, seq, kind, replica)
         self._seq = itertools.count()
         self._rr = 0
         self._progress = progress
         self.now = 0.0
+
+    def _new_replica(self) -> Replica:
+        replica = Replica(len(self.replicas), Scheduler(self.w.tenants, self.cfg.policy,
+                                                        self.cfg.batch, **self.cfg.policy_params))
+        self.replicas.append(replica)
+        return replica
+
+    def _record_and_scale(self, plan: StepPlan) -> None:
+        self.rec.plan(plan)
+        self.scaler.ended(plan)
 
     # -- event plumbing --------------------------------------------------------------------
 
@@ -101,6 +127,8 @@ class Simulation:
         started = time.perf_counter()
         every = _sample_interval(arrivals, self.cfg.timeline_points)
         next_sample = arrivals[0] if n and every < math.inf else math.inf
+        if self.scaler is not None and n:
+            self.scaler.begin(arrivals[0])
         while i < n or events:
             if (arrivals[i] if i < n else math.inf) >= next_sample <= (events[0][0] if events else math.inf):
                 self.rec.sample(next_sample, self.replicas)
@@ -116,6 +144,9 @@ class Simulation:
                     self._progress(i)
                 continue
             t, _, kind, replica = heapq.heappop(events)
+            if kind > _KICK:  # the autoscaler's: they do not move the clock of the work
+                self.scaler.on_event(kind, replica, t, i < n)
+                continue
             self.now = t
             if kind == _END:
                 self._end_iteration(replica, t)
@@ -132,13 +163,13 @@ class Simulation:
 
     def _route(self) -> Replica:
         if self.cfg.router == "round-robin":
-            self._rr = (self._rr + 1) % len(self.replicas)
-            return self.replicas[self._rr]
-        return min(self.replicas, key=lambda r: (r.outstanding_tokens, r.index))
+            self._rr = (self._rr + 1) % len(self.routable)
+            return self.routable[self._rr]
+        return min(self.routable, key=lambda r: (r.outstanding_tokens, r.index))
 
     def _arrive(self, i: int) -> None:
         w = self.w
-        replica = self._route() if len(self.replicas) > 1 else self.replicas[0]
+        replica = self._route() if len(self.routable) > 1 else self.routable[0]
         prompt, out = int(w.prompt_tokens[i]), int(w.output_tokens[i])
         req = Request(str(i), w.tenants[w.tenant[i]].tenant_id, prompt, out,
                       self.now, int(w.bid[i]))
@@ -153,8 +184,10 @@ class Simulation:
     def _step(self, replica: Replica, now: float, next_arrival: float) -> None:
         sched = replica.sched
         plan = sched.step(now)
-        self.rec.plan(plan)
+        self._record(plan)
         if not plan:
+            if replica.draining and not sched.requests:
+                self.scaler.retire(replica, now)
             if plan.next_wakeup is not None:
                 if plan.next_wakeup <= now:  # it would be woken at this instant again, forever
                     raise RuntimeError(f"replica {replica.index} idle at t={now} but asks to be "
