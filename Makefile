@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test test-engine bench clean
 
 $(BIN)/aps: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ run: $(BIN)/aps
 
 test: $(BIN)/aps
 	$(BIN)/python -m pytest
+
+# Real-engine tests: installs vLLM's CPU build into .engines/vllm when missing (about 5 minutes,
+# 3 GB), then runs the tests marked `engine` (about 3 minutes: three vLLM starts).
+test-engine: $(BIN)/aps
+	bash scripts/engines/setup_vllm.sh
+	$(BIN)/python -m pytest -m engine -s
 
 bench: $(BIN)/aps
 	$(BIN)/aps bench core

@@ -20,6 +20,7 @@ prices: {{input_per_1m: 1.0, output_per_1m: 2.0}}
 store: {{reload_s: 0.1}}
 tenants:
   - {{id: acme, keys: [sk-acme-test-key], bid: 8}}
+  - {{id: spare, keys: [sk-spare-test-key], token_rate: 1, token_burst: 100, over_limit: demote}}
 """
 
 
@@ -92,6 +93,16 @@ def test_tenant_and_key_lifecycle_through_the_admin_api(server):
     assert admin(server, "DELETE", "/tenants/newco").status_code == 204
     assert admin(server, "GET", "/tenants/newco").status_code == 404
     assert admin(server, "GET", "/usage", params={"tenant": "newco"}).json()["data"]  # kept
+
+
+def test_a_demoting_tenant_over_budget_is_served_not_refused(server):
+    first = complete(server, "sk-spare-test-key", tokens=40)  # ~43 of its 100 tokens
+    second = complete(server, "sk-spare-test-key", tokens=40)
+    third = complete(server, "sk-spare-test-key", tokens=40)  # over budget: spare capacity
+    assert {first.usage.completion_tokens, second.usage.completion_tokens,
+            third.usage.completion_tokens} == {40}
+    text = httpx.get(server.url + "/metrics").text
+    assert 'aps:request_rejected_total{reason="tokens",tenant="spare"}' not in text
 
 
 def test_cli_changes_reach_a_running_server(server):

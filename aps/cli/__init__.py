@@ -13,6 +13,11 @@ app = typer.Typer(help="APS: a multi-tenant LLM inference scheduler.", no_args_i
                   add_completion=False)
 bench = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
+from aps.cli import admin  # noqa: E402  (after `app`: the sub-commands attach to it)
+
+app.add_typer(admin.tenants, name="tenants")
+app.add_typer(admin.keys, name="keys")
+app.add_typer(admin.usage, name="usage")
 # Piped output would wrap tables at 80 columns; give it room.
 console = Console() if sys.stdout.isatty() else Console(width=140)
 
@@ -33,6 +38,8 @@ def simulate_command(
     step: bool = typer.Option(False, "--step", help="run every iteration (no fast-forward)"),
     slo_ttft: float = typer.Option(2.0, help="goodput SLO: time to first token, seconds"),
     slo_tpot: float = typer.Option(0.2, help="goodput SLO: time per output token, seconds"),
+    autoscale: bool = typer.Option(True, help="follow the scenario's autoscale block, if any "
+                                   "(--no-autoscale: a fixed --replicas)"),
     json_path: Path = typer.Option(None, "--json", help="write the summary as JSON"),
     csv_path: Path = typer.Option(None, "--csv", help="write one row per request"),
 ) -> None:
@@ -42,7 +49,8 @@ def simulate_command(
     try:
         sim_cli.run(console, scenario, json_path, csv_path, policy=policy, model=model, gpu=gpu,
                     tp=tp, replicas=replicas, router=router, requests=requests, seed=seed,
-                    batch=batch, alpha=alpha, fast=not step, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+                    batch=batch, alpha=alpha, fast=not step, slo_ttft=slo_ttft, slo_tpot=slo_tpot,
+                    autoscale=autoscale)
     except (ApsError, ValueError, KeyError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -185,6 +193,58 @@ def bench_serve_command(
                   f"{result['requests_per_s']:,.0f} requests/s (32 clients, 16 tokens each); "
                   f"{result['streamed_tokens_per_s']:,.0f} streamed tokens/s (32 streams); "
                   f"{result['errors']} errors")
+
+
+@bench.command("store")
+def bench_store_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    redis_url: str = typer.Option(None, help="a Redis to use (default: start redis-server on "
+                                             "127.0.0.1 for the run)"),
+    rows: int = typer.Option(20_000, help="ledger rows to write"),
+) -> None:
+    """Ledger writes/s with SQLite; added latency and admissions/s of the Redis path."""
+    from aps.cli import bench_store
+    result = bench_store.run(redis_url, rows)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table("measure", "value")
+    for key, value in result.items():
+        table.add_row(key.replace("_", " "), value if isinstance(value, str) else f"{value:,.2f}")
+    console.print(table)
+
+
+@bench.command("upstream")
+def bench_upstream_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    seconds: float = typer.Option(5.0, help="duration of each requests/s run"),
+    requests: int = typer.Option(200, help="sequential requests per added-latency run"),
+    fairness: bool = typer.Option(True, help="also run the light-vs-heavy tenant comparison"),
+) -> None:
+    """APS in front of an upstream versus the upstream direct (and LiteLLM when installed)."""
+    from aps.cli import bench_upstream as mod
+    result = mod.run(seconds, requests, fairness)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"in front of {result['upstream']}: {mod.CLIENTS} clients, "
+                        f"{result['tokens_per_request']} tokens a request")
+    for col in ("path", "mode", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "requests/s",
+                "errors"):
+        table.add_column(col, justify="right")
+    for name, row in result["targets"].items():
+        for mode in ("no_stream", "stream"):
+            added = [row.get(f"{mode}_added_{p}_ms") for p in ("p50", "p99")]
+            table.add_row(name, mode.replace("_", "-"), f"{row[f'{mode}_p50_ms']:.1f}",
+                          f"{row[f'{mode}_p99_ms']:.1f}",
+                          *("-" if a is None else f"{a:+.1f}" for a in added),
+                          f"{row[f'{mode}_requests_per_s']:,.0f}", str(row[f"{mode}_errors"]))
+    console.print(table)
+    if "fairness" in result:
+        f = result["fairness"]
+        console.print(f"light tenant p90 TTFT while a heavy tenant sends 10x its requests: "
+                      f"{f['direct']['light_ttft_p90_s']:.2f} s straight to the upstream, "
+                      f"{f['aps_vtc']['light_ttft_p90_s']:.2f} s through APS (vtc)")
 
 
 def main() -> None:

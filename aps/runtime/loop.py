@@ -35,6 +35,7 @@ class Stream:
         self.request = request
         self._queue: asyncio.Queue = asyncio.Queue()
         self.done = asyncio.Event()
+        self.error: tuple[int, str] | None = None  # (HTTP status, message) when it failed
 
     def _push(self, text: str) -> None:
         self._queue.put_nowait(text)
@@ -77,8 +78,10 @@ class Runtime:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="aps-runtime")
 
-    def submit(self, req: Request) -> tuple[Verdict, Stream | None]:
-        """Queue a request. Returns the verdict and, unless it was rejected, its stream."""
+    def submit(self, req: Request, call: object = None) -> tuple[Verdict, Stream | None]:
+        """Queue a request. Returns the verdict and, unless it was rejected, its stream.
+        (`call`, the client's body, is for runtimes that forward it; an iteration engine
+        needs only the token counts.)"""
         if not self.accepting:
             raise Draining("the server is shutting down")
         req.arrival = self.now()

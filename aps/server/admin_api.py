@@ -63,10 +63,6 @@ def tenant_json(t: Tenant) -> dict:
             "over_limit": t.over_limit.value}
 
 
-def _changed(gw):
-    gw.reload()
-
-
 @router.get("/tenants")
 async def list_tenants(http: HttpRequest):
     gw = http.app.state.gateway
@@ -90,7 +86,7 @@ async def put_tenant(tenant_id: str, body: TenantFields, http: HttpRequest):
     except ConfigError as exc:
         raise ApiError(400, str(exc), "invalid_tenant") from None
     created = gw.store.put_tenant(tenant)
-    _changed(gw)
+    gw.reload()  # here at once; other replicas within store.reload_s
     return JSONResponse(tenant_json(tenant), status_code=201 if created else 200)
 
 
@@ -103,7 +99,7 @@ async def patch_tenant(tenant_id: str, body: TenantFields, http: HttpRequest):
         raise ApiError(404, str(exc), "not_found") from None
     except ConfigError as exc:
         raise ApiError(400, str(exc), "invalid_tenant") from None
-    _changed(gw)
+    gw.reload()  # here at once; other replicas within store.reload_s
     return tenant_json(tenant)
 
 
@@ -112,7 +108,7 @@ async def delete_tenant(tenant_id: str, http: HttpRequest):
     gw = http.app.state.gateway
     if not gw.store.remove_tenant(tenant_id):
         raise ApiError(404, f"no tenant {tenant_id!r}", "not_found")
-    _changed(gw)
+    gw.reload()  # here at once; other replicas within store.reload_s
     return Response(status_code=204)
 
 
@@ -123,7 +119,7 @@ async def create_key(tenant_id: str, http: HttpRequest):
         key = gw.store.create_key(tenant_id)
     except StoreError as exc:
         raise ApiError(404, str(exc), "not_found") from None
-    _changed(gw)
+    gw.reload()  # here at once; other replicas within store.reload_s
     return {"tenant_id": tenant_id, "key": key, "prefix": key[:KEY_PREFIX_LEN],
             "note": "store this key now: only its hash is kept"}
 
@@ -144,7 +140,7 @@ async def revoke_key(prefix: str, http: HttpRequest):
         raise ApiError(409, str(exc), "ambiguous_key") from None
     if not revoked:
         raise ApiError(404, f"no live key with prefix {prefix!r}", "not_found")
-    _changed(gw)
+    gw.reload()  # here at once; other replicas within store.reload_s
     return Response(status_code=204)
 
 

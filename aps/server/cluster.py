@@ -123,6 +123,7 @@ class Cluster:
                 if self.healthy:
                     await self.sync_counters(policy_ref())
                 elif await self.redis.ping():
+                    await self.redis.reconnect()
                     self._up()
             except UNREACHABLE as exc:
                 self._down(exc)
@@ -130,9 +131,9 @@ class Cluster:
     async def sync_counters(self, policy) -> None:
         """Add the service given here since the last sync to the cluster's totals, and count
         the service other replicas gave in this replica's counters."""
-        charged = dict(getattr(policy, "charged", {}))
-        if not charged and not self._pushed:
-            return  # not a fair-share policy, or nothing served yet
+        if not hasattr(policy, "charged"):
+            return  # not a fair-share policy: nothing to share
+        charged = dict(policy.charged)
         increments = {t: c - self._pushed.get(t, 0.0) for t, c in charged.items()
                       if c != self._pushed.get(t, 0.0)}
         totals = await self.redis.share_counters(increments)

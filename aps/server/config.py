@@ -23,6 +23,8 @@
     upstreams:               # real OpenAI-compatible servers instead of the simulated GPU
       - {url: http://127.0.0.1:8000, model: tiny, max_in_flight: 64, max_tokens_in_flight: 65536}
     routing: least-outstanding-tokens      # the rest: aps/server/upstream_config.py
+    autoscale: {min: 1, max: 8, target_queue: 8, slo_ttft_s: 2.0}  # the aps:desired_replicas
+                             # signal; every field: aps/server/autoscale.py
 
 Tenants and keys live in the database; `tenants:` (or, with none configured, the seeds' three
 demo tenants and their keys `sk-demo-<tenant>`) only fills an empty database on first start.
@@ -40,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
+from aps.server.autoscale import AutoscaleSettings
 from aps.server.upstream_config import BreakerConfig, CacheConfig, Routing, UpstreamConfig
 
 
@@ -111,6 +114,7 @@ class ServerConfig(BaseModel):
     breaker: BreakerConfig = BreakerConfig()
     health_interval_s: float = Field(2.0, gt=0)
     cache: CacheConfig = CacheConfig()
+    autoscale: AutoscaleSettings = AutoscaleSettings()  # aps:desired_replicas (server/autoscale.py)
 
     @property
     def demo(self) -> bool:

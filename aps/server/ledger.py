@@ -1,15 +1,17 @@
 """The usage ledger as the gateway writes it: one row per ended request, committed before the
 client hears that its request ended.
 
-`record` runs inside the runtime's end-of-request hook, in the same event-loop turn that closes
-the request's stream, before any handler can read that the stream ended; the row is committed
-synchronously there, so by the time a response can leave the process the row is in the
-database file (SQLite WAL: it survives the process being killed). If the database refuses a write
-(disk full, locked too long), the rows are kept and written with the next one: nothing is
-dropped while the process lives, and the backlog is a metric.
+Group commit: `record` (the runtime's end-of-request hook) queues the row, and one commit per
+event-loop turn writes every row queued in it. A handler awaits `settled()` before it tells
+its client the request ended (the response body, or the stream's last event), so an
+acknowledged request's row is in the database file (SQLite WAL: it survives the process being
+killed), while rows still cost one commit per batch, not per request. If the database refuses
+a write (disk full, locked too long), the rows are kept and written with the next batch:
+nothing is dropped while the process lives, and the backlog is a metric.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -27,6 +29,7 @@ class Ledger:
         self._unix = monotonic_to_unix  # runtime time -> unix seconds
         self.pending: list[tuple] = []
         self.written = 0
+        self._batch: asyncio.Future | None = None  # resolved when the queued rows are written
 
     def row(self, req: Request, key_prefix: str, model: str) -> tuple:
         unix = self._unix
@@ -42,7 +45,21 @@ class Ledger:
         if req.status not in RECORDED:
             return
         self.pending.append(self.row(req, key_prefix, model))
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            loop.call_soon(self._commit_batch)
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, None
         self.flush()
+        batch.set_result(None)
+
+    async def settled(self) -> None:
+        """Return once every row recorded so far has been committed (or its write failed and
+        it was kept to retry)."""
+        if self._batch is not None:
+            await asyncio.shield(self._batch)
 
     def flush(self) -> bool:
         if not self.pending:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request as HttpRequest
 from fastapi.responses import StreamingResponse
 
 from aps.core import Request, Status
+from aps.engines.upstream_http import UpstreamCall
 from aps.server.client import disconnected
 from aps.server.schemas import ChatBody, CompletionBody
 
@@ -52,8 +53,9 @@ async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: b
     gw = http.app.state.gateway
     tenant = gw.tenant_for(authorization)
     kind = "chat" if chat else "completion"
-    req, stream = gw.submit(tenant, prompt, body.limit(DEFAULT_MAX_TOKENS[kind]),
-                            body.priority, "chatcmpl" if chat else "cmpl")
+    req, stream = await gw.submit(tenant, prompt, body.limit(DEFAULT_MAX_TOKENS[kind]),
+                            body.priority, "chatcmpl" if chat else "cmpl",
+                            UpstreamCall(chat, body.model_dump(exclude_unset=True), prompt))
     model = gw.engine.model_name
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -102,6 +104,7 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
         async for text in stream:
             yield event([piece(text, None, first)]) if first else token(text)
             first = False
+        await gw.recorded(req)  # its usage row is written before its last event
         if req.status is not Status.FINISHED:
             error = {"message": f"request {req.status.value}: {req.reason}", "type": "server_error",
                      "code": req.status.value}

@@ -13,7 +13,7 @@ router = APIRouter()
 async def infer(body: InferBody, http: HttpRequest, authorization: str | None = Header(None)):
     gw = http.app.state.gateway
     tenant = gw.tenant_for(authorization, body.tenant_id, keyless_ok=True)
-    req, stream = gw.submit(tenant, body.prompt, body.tokens_requested,
+    req, stream = await gw.submit(tenant, body.prompt, body.tokens_requested,
                             body.priority_bid, "infer")
     text = await gw.collect(http, req, stream)
     alpha = getattr(gw.sched.policy, "alpha", 0.0)
@@ -44,10 +44,10 @@ async def tenant_status(tenant_id: str, http: HttpRequest,
     if tenant != tenant_id:  # another tenant's status: say nothing, not even that it exists
         raise ApiError(404, f"no tenant {tenant_id!r}", "not_found")
     state, now = gw.sched.tenants[tenant], gw.runtime.now()
-    bucket = state.tokens
-    return {"tenant_id": tenant, "weight": state.tenant.weight, "bid": state.tenant.bid,
-            "token_rate": bucket.rate if bucket else None,
-            "token_burst": bucket.burst if bucket else None,
+    config = gw.directory.tenants.get(tenant, state.tenant)
+    bucket = state.tokens  # None in cluster mode: the shared bucket is in Redis
+    return {"tenant_id": tenant, "weight": config.weight, "bid": config.bid,
+            "token_rate": config.token_rate, "token_burst": config.token_burst,
             "tokens_available": bucket.refill(now) if bucket else None,
             "in_flight": state.num_in_flight, "throttled": len(state.throttled),
             "service_tokens": gw.sched.service_tokens.get(tenant, 0)}

@@ -1,0 +1,154 @@
+"""One request to an OpenAI-compatible server, streamed: the body sent, the SSE chunks read.
+
+The gateway always streams from the server (`stream: true` with `include_usage`), whatever the
+client asked: tokens are pushed to the client as they come, the scheduler's fair-share counters
+move as they come, and the final `usage` chunk gives the server's own token counts for billing.
+
+Errors, one class: `UpstreamError(status, message, retryable)`. A connection failure, a 5xx or
+a 429 is retryable (elsewhere, before the first token); a 4xx is the client's (a prompt too
+long for the server, a bad parameter) and is passed on, not retried.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx
+
+# Fields the gateway sets itself for each replica; the client's are not forwarded.
+_REPLACED = frozenset({"model", "stream", "stream_options", "priority", "max_tokens",
+                       "max_completion_tokens"})
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """What the client asked for: its body as received, which endpoint, and its prompt text
+    (for prefix-affinity routing)."""
+
+    chat: bool
+    body: dict[str, Any]
+    prompt: str = ""
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.chat else "/v1/completions"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class Chunk:
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int | None, message: str, retryable: bool):
+        super().__init__(message)
+        self.status, self.message, self.retryable = status, message, retryable
+
+    @property
+    def replica_fault(self) -> bool:
+        """Whether it counts against the replica's breaker (a client's 4xx does not)."""
+        return self.retryable
+
+
+def vllm_priority(bid: int) -> int:
+    """APS bids are 1..10, higher first; vLLM serves lower `priority` first: 10 -> 1, 1 -> 10."""
+    return 11 - bid
+
+
+def upstream_body(call: UpstreamCall, model: str, max_tokens: int, bid: int | None) -> dict:
+    """The client's body with the replica's model name, the request's max_tokens (what the
+    scheduler reserved for), a usage-reporting stream, and `priority` only when `bid` is given
+    (the replica is configured to honour it)."""
+    body = {k: v for k, v in call.body.items() if k not in _REPLACED}
+    body.update(model=model, max_tokens=max_tokens, stream=True,
+                stream_options={"include_usage": True})
+    if bid is not None:
+        body["priority"] = vllm_priority(bid)
+    return body
+
+
+def _client_fault(status: int) -> bool:
+    """A 4xx says the request was bad, except a refused key (the gateway's configuration) and
+    a rate limit (the server's load)."""
+    return 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+async def stream_chunks(client: httpx.AsyncClient, base_url: str, chat: bool, body: dict,
+                        api_key: str | None = None) -> AsyncIterator[Chunk]:
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:
+        async with client.stream("POST", base_url + path, json=body, headers=headers) as resp:
+            if resp.status_code != 200:
+                raw = await resp.aread()
+                code = resp.status_code
+                raise UpstreamError(code, _error_message(raw, code), not _client_fault(code))
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, event names
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                yield _parse(data, chat)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(None, f"{type(exc).__name__}: {exc}", retryable=True) from None
+    raise UpstreamError(None, "the stream ended without [DONE]", retryable=True)
+
+
+def _parse(data: str, chat: bool) -> Chunk:
+    try:
+        obj = json.loads(data)
+    except json.JSONDecodeError:
+        raise UpstreamError(None, f"malformed chunk: {data[:200]!r}", retryable=True) from None
+    if "error" in obj:  # a server that fails mid-stream says so in an event
+        err = obj["error"]
+        message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        raise UpstreamError(None, f"error event: {message}", retryable=True)
+    chunk = Chunk()
+    usage = obj.get("usage")
+    if usage:
+        chunk.usage = Usage(int(usage.get("prompt_tokens") or 0),
+                            int(usage.get("completion_tokens") or 0))
+    choices = obj.get("choices") or []
+    if choices:
+        choice = choices[0]
+        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+        chunk.text = text or ""
+        chunk.finish_reason = choice.get("finish_reason")
+    return chunk
+
+
+def _error_message(raw: bytes, status: int) -> str:
+    try:
+        err = json.loads(raw).get("error") or json.loads(raw)
+        message = err.get("message") if isinstance(err, dict) else str(err)
+    except (ValueError, AttributeError):
+        message = raw.decode("utf-8", "replace")[:500]
+    return f"upstream answered {status}: {message or 'no message'}"
+
+
+_CACHE_INFO = re.compile(r'^vllm:cache_config_info\{([^}]*)\}', re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def read_capacity(metrics_text: str) -> int | None:
+    """The KV cache's size in tokens from vLLM's Prometheus text (`vllm:cache_config_info`,
+    labels `num_gpu_blocks` and `block_size`), or None when it is not there."""
+    match = _CACHE_INFO.search(metrics_text)
+    if match is None:
+        return None
+    labels = dict(_LABEL.findall(match.group(1)))
+    try:
+        return int(labels["num_gpu_blocks"]) * int(labels["block_size"])
+    except (KeyError, ValueError):
+        return None

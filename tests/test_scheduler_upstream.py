@@ -1,0 +1,123 @@
+"""The core's upstream mode: admission by seats and in-flight tokens, progress as tokens stream,
+requeue before the first token, refunds from the server's real counts."""
+import pytest
+
+from aps.core import BatchConfig, InvalidRequest, Request, Scheduler, Status, StopReason, Tenant
+
+
+def make(policy="fifo", seats=2, tokens=1000, tenants=None):
+    tenants = tenants or [Tenant("a", bid=5), Tenant("b", bid=5)]
+    return Scheduler(tenants, policy, BatchConfig(mode="upstream", max_num_seqs=seats,
+                                                  kv_capacity_tokens=tokens, block_size=1))
+
+
+def req(rid, tenant="a", prompt=10, max_tokens=20, arrival=0.0, bid=None):
+    return Request(rid, tenant, prompt, max_tokens, arrival, bid)
+
+
+def test_admits_in_policy_order_up_to_the_seats_and_only_once():
+    s = make(policy="priority", seats=2)
+    for i, bid in enumerate((1, 9, 5)):
+        s.submit(req(f"r{i}", bid=bid, arrival=i), now=i)
+    plan = s.step(3.0)
+    assert [(r.request_id, n) for r, n in plan.scheduled] == [("r1", 10), ("r2", 10)]
+    assert plan.stop_reason is StopReason.MAX_SEQS
+    again = s.step(4.0)  # running requests are not planned again
+    assert not again.scheduled and s.num_running == 2 and s.num_waiting == 1
+
+
+def test_in_flight_tokens_reserve_prompt_plus_max_tokens():
+    s = make(seats=10, tokens=100)
+    for i in range(4):
+        s.submit(req(f"r{i}", prompt=10, max_tokens=30), now=0)  # 40 tokens each
+    plan = s.step(0.0)
+    assert len(plan.scheduled) == 2 and plan.stop_reason is StopReason.IN_FLIGHT_TOKENS
+    s.finish("r0", 1.0)
+    assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["r2"]
+
+
+def test_seats_follow_the_servers_at_run_time():
+    s = make(seats=4)
+    for i in range(4):
+        s.submit(req(f"r{i}"), now=0)
+    s.set_max_num_seqs(0)  # every server down: nothing is admitted, nothing is lost
+    assert not s.step(0.0).scheduled and s.num_waiting == 4
+    s.set_max_num_seqs(3)
+    assert len(s.step(1.0).scheduled) == 3
+    with pytest.raises(InvalidRequest):
+        s.set_max_num_seqs(-1)
+    with pytest.raises(InvalidRequest):
+        Scheduler([Tenant("a")], "fifo").set_max_num_seqs(3)
+
+
+def test_progress_charges_the_fair_share_policy_as_tokens_stream():
+    s = make(policy="vtc", seats=1)
+    s.submit(req("a1", "a"), now=0)
+    s.step(0.0)
+    s.progress("a1", 10, 0, now=0.1)
+    assert s.policy.counters["a"] == 10 and s.requests["a1"].first_token is None
+    s.progress("a1", 10, 3, now=0.2)
+    r = s.requests["a1"]
+    assert r.first_token == 0.2 and r.num_output_tokens == 3
+    assert s.policy.counters["a"] == 10 + 2 * 3 and s.service_tokens["a"] == 13
+    s.progress("a1", 10, 5, now=0.3)
+    assert r.first_token == 0.2 and s.service_tokens["a"] == 15
+    with pytest.raises(InvalidRequest):
+        s.progress("a1", 10, 4, now=0.4)  # output never goes back
+
+
+def test_the_servers_prompt_count_corrects_the_estimate_and_the_refund():
+    s = make(seats=1, tenants=[Tenant("a", token_rate=1, token_burst=1000)])
+    s.submit(req("r", "a", prompt=40, max_tokens=100), now=0)  # reserves 140
+    s.step(0.0)
+    s.progress("r", 40, 1, now=0.1)  # streaming: the estimate
+    s.progress("r", 25, 7, now=0.2)  # the server's usage at the end
+    done = s.finish("r", 0.2)
+    assert done.prompt_tokens == 25 and done.num_output_tokens == 7
+    assert s.service_tokens["a"] == 32
+    bucket = s.tenants["a"].tokens
+    assert bucket.refill(0.2) == pytest.approx(1000 - 32 + 0.2)  # 108 of 140 refunded
+
+
+def test_vtc_serves_the_light_tenant_next_once_the_heavy_one_has_streamed():
+    s = make(policy="vtc", seats=1)
+    s.submit(req("h1", "a"), now=0)
+    s.step(0.0)
+    for i in range(2, 5):
+        s.submit(req(f"h{i}", "a", arrival=0.01 * i), now=0.01 * i)
+    s.submit(req("l1", "b", arrival=0.5), now=0.5)
+    s.progress("h1", 10, 20, now=1.0)
+    s.finish("h1", 1.0)
+    assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["l1"]
+
+
+def test_requeue_before_the_first_token_keeps_the_place_in_line():
+    s = make(policy="fifo", seats=1)
+    s.submit(req("first", arrival=0.0), now=0)
+    s.step(0.0)
+    s.submit(req("second", arrival=1.0), now=1.0)
+    back = s.requeue("first", now=2.0)
+    assert back.status is Status.WAITING and s.num_running == 0 and s.kv.num_used_blocks == 0
+    assert [r.request_id for r, _ in s.step(2.0).scheduled] == ["first"]
+    s.progress("first", 10, 1, now=2.5)
+    with pytest.raises(InvalidRequest):
+        s.requeue("first", now=3.0)  # after the first token it can only fail
+
+
+def test_every_request_ends_once_and_frees_its_reservation():
+    s = make(seats=3, tokens=200)
+    for i in range(5):
+        s.submit(req(f"r{i}"), now=0)
+    s.step(0.0)
+    s.progress("r0", 10, 2, now=0.1)
+    s.finish("r0", 0.2)
+    s.fail("r1", 0.2, "upstream lost")
+    s.cancel("r3", 0.2)  # still waiting
+    s.requeue("r2", 0.2)
+    plan = s.step(0.3)
+    ended = plan.finished + plan.failed + plan.cancelled
+    assert sorted(r.request_id for r in ended) == ["r0", "r1", "r3"]
+    assert sorted(r.request_id for r, _ in plan.scheduled) == ["r2", "r4"]
+    for rid in ("r2", "r4"):
+        s.finish(rid, 0.4)
+    assert not s.requests and s.kv.num_used_blocks == 0 and s.num_running == 0
