@@ -2,7 +2,7 @@
 requeue before the first token, refunds from the server's real counts."""
 import pytest
 
-from aps.core import BatchConfig, InvalidRequest, Request, Scheduler, Status, StopReason, Tenant
+from aps.core import BatchConfig, ConfigError, InvalidRequest, Request, Scheduler, Status, StopReason, Tenant
 
 
 def make(policy="fifo", seats=2, tokens=1000, tenants=None):
@@ -34,6 +34,29 @@ def test_in_flight_tokens_reserve_prompt_plus_max_tokens():
     assert len(plan.scheduled) == 2 and plan.stop_reason is StopReason.IN_FLIGHT_TOKENS
     s.finish("r0", 1.0)
     assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["r2"]
+
+
+def test_reserved_seats_wait_for_a_tenant_with_nothing_running():
+    s = Scheduler([Tenant("a"), Tenant("b")], "vtc",
+                  BatchConfig(mode="upstream", max_num_seqs=4, reserved_seats=1,
+                              kv_capacity_tokens=10_000, block_size=1))
+    for i in range(6):
+        s.submit(req(f"a{i}"), now=0)
+    assert len(s.step(0.0).scheduled) == 3  # a floods: it gets every seat but the reserved one
+    s.submit(req("b0", tenant="b", arrival=1.0), now=1.0)
+    assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["b0"]  # at once, no wait
+    s.submit(req("b1", tenant="b", arrival=1.0), now=1.0)
+    assert not s.step(1.0).scheduled  # full: b has one running now, like a
+    s.progress("a1", 10, 5, 1.5)  # a has been served more than b
+    s.finish("a0", 2.0)
+    assert not s.step(2.0).scheduled  # the freed seat is the reserved one again
+    s.finish("a1", 3.0)
+    assert [r.request_id for r, _ in s.step(3.0).scheduled] == ["b1"]  # fair share: b next
+
+
+def test_reserved_seats_must_leave_one_for_anyone():
+    with pytest.raises(ConfigError, match="reserved_seats must be in 0..max_num_seqs-1"):
+        BatchConfig(mode="upstream", max_num_seqs=2, reserved_seats=2)
 
 
 def test_seats_follow_the_servers_at_run_time():

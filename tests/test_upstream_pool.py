@@ -149,7 +149,9 @@ def test_upstream_body_forwards_the_clients_fields_and_priority_only_when_asked(
                                "stream": False, "priority": 9, "max_completion_tokens": 50})
     body = upstream_body(call, "served", 40, None)
     assert body["model"] == "served" and body["max_tokens"] == 40
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["stream"] is False and "stream_options" not in body  # one plain request
+    streamed = upstream_body(UpstreamCall(True, {**call.body, "stream": True}), "served", 40, None)
+    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}
     assert {k: body[k] for k in ("temperature", "top_p", "stop", "seed")} == \
         {"temperature": 0.3, "top_p": 0.9, "stop": ["\n"], "seed": 7}
     assert "priority" not in body and "max_completion_tokens" not in body

@@ -242,9 +242,14 @@ def bench_upstream_command(
     console.print(table)
     if "fairness" in result:
         f = result["fairness"]
-        console.print(f"light tenant p90 TTFT while a heavy tenant sends 10x its requests: "
-                      f"{f['direct']['light_ttft_p90_s']:.2f} s straight to the upstream, "
-                      f"{f['aps_vtc']['light_ttft_p90_s']:.2f} s through APS (vtc)")
+        line = (f"light tenant p90 TTFT: {f['alone']['light_ttft_p90_s']:.3f} s alone; while a "
+                f"heavy tenant floods 10x its requests: {f['direct']['light_ttft_p90_s']:.3f} s "
+                f"straight to the upstream (FCFS), {f['aps_vtc']['light_ttft_p90_s']:.3f} s "
+                f"through APS (vtc)")
+        if "direct_priority" in f:
+            line += (f", {f['direct_priority']['light_ttft_p90_s']:.3f} s straight to vLLM "
+                     "with clients setting `priority`")
+        console.print(line)
 
 
 def main() -> None:

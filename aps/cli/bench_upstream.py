@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,24 +114,68 @@ async def throughput(t: Target, stream: bool, seconds: float) -> dict:
     return {"requests_per_s": done / wall, "errors": errors}
 
 
-async def fairness(t: Target, heavy_key: str, light_key: str, seconds: float = 6.0,
-                   light_rate: float = 4.0, max_tokens: int = 64) -> dict:
-    """The light tenant's TTFT while a heavy tenant sends 10x its requests (open loop)."""
-    heavy, light = Target(t.name, t.url, heavy_key, t.model), Target(t.name, t.url, light_key, t.model)
-    limits = httpx.Limits(max_connections=2000, keepalive_expiry=2.0)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as c:
-        async def send(who: Target, delay: float):
-            await asyncio.sleep(delay)
-            return await one(c, who, _body(who, True, max_tokens))
-        n_light = int(seconds * light_rate)
-        heavy_tasks = [send(heavy, i / (10 * light_rate)) for i in range(10 * n_light)]
-        light_tasks = [send(light, 0.5 + i / light_rate) for i in range(n_light)]
-        results = await asyncio.gather(*light_tasks, *heavy_tasks)
-    light_ttft = [r[0] for r in results[:n_light]]
-    heavy_ttft = [r[0] for r in results[n_light:]]
+LIGHT_REQUESTS, FLOOD_FACTOR, FLOOD_TOKENS = 10, 10, 256
+
+
+def fairness(t: Target, heavy_key: str | None, light_key: str, flood: bool = True,
+             heavy_priority: int | None = None, light_priority: int | None = None) -> dict:
+    """The light tenant's time to first token while a heavy tenant floods.
+
+    The heavy tenant sends FLOOD_FACTOR x LIGHT_REQUESTS requests at once (batch jobs: not
+    streamed, FLOOD_TOKENS tokens each); from 0.3 s later the light tenant sends one streamed
+    16-token request every 0.3 s, each on its own thread so that none waits for another (the
+    heavy flood only awaits its answers, so the threads get the CPU they need)."""
+    light_ttft: list[float | None] = [None] * LIGHT_REQUESTS
+
+    def light_one(i: int) -> None:
+        body = _body(Target(t.name, t.url, light_key, t.model), True, 16,
+                     prompt=f"light request {i}")
+        if light_priority is not None:
+            body["priority"] = light_priority
+        with httpx.Client(timeout=300) as c:
+            t0 = time.perf_counter()
+            with c.stream("POST", t.url + "/completions", json=body,
+                          headers={"Authorization": f"Bearer {light_key}"}) as r:
+                r.raise_for_status()
+                for line in r.iter_lines():
+                    if line.startswith("data:") and _has_text(line[5:]):
+                        light_ttft[i] = time.perf_counter() - t0
+                        break
+
+    def light_all() -> None:
+        time.sleep(0.3)
+        threads = []
+        for i in range(LIGHT_REQUESTS):
+            threads.append(threading.Thread(target=light_one, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.3)
+        for th in threads:
+            th.join()
+
+    async def heavy_all() -> list[int]:
+        body = _body(Target(t.name, t.url, heavy_key, t.model), False, FLOOD_TOKENS,
+                     prompt="a heavy batch job")
+        if heavy_priority is not None:
+            body["priority"] = heavy_priority
+        headers = {"Authorization": f"Bearer {heavy_key}"}
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as c:
+            n = FLOOD_FACTOR * LIGHT_REQUESTS
+            replies = await asyncio.gather(*(c.post(t.url + "/completions", json=body,
+                                                    headers=headers) for _ in range(n)))
+        return [r.status_code for r in replies]
+
+    lights = threading.Thread(target=light_all)
+    t0 = time.perf_counter()
+    lights.start()
+    codes = asyncio.run(heavy_all()) if flood else []
+    lights.join()
+    wall = time.perf_counter() - t0
+    if None in light_ttft or any(code != 200 for code in codes):
+        raise RuntimeError(f"{t.name}: light requests without a token or heavy errors: "
+                           f"{light_ttft}, {sorted(set(codes))}")
     return {"light_ttft_p50_s": _q(light_ttft, 50), "light_ttft_p90_s": _q(light_ttft, 90),
-            "heavy_ttft_p90_s": _q(heavy_ttft, 90), "light_requests": n_light,
-            "heavy_requests": len(heavy_ttft)}
+            "light_ttft_max_s": max(light_ttft), "light_requests": LIGHT_REQUESTS,
+            "heavy_requests": len(codes), "wall_s": wall}
 
 
 def gateway_config(upstream_urls: list[str], model: str, api_key: str | None = None,
@@ -139,12 +186,19 @@ def gateway_config(upstream_urls: list[str], model: str, api_key: str | None = N
     return f"policy: {policy}\ndrain_timeout_s: 5\ntenants:{TENANTS}upstreams:\n{replicas}{extra}"
 
 
+def vllm_cpus() -> str | None:
+    """The core vLLM is pinned to: the last one. Its engine loop spins on a core; unpinned, its
+    processes take CPU from the gateway and the load generator measured beside it."""
+    n = os.cpu_count() or 1
+    return str(n - 1) if n >= 2 and shutil.which("taskset") else None
+
+
 @contextlib.contextmanager
-def upstream(workdir: Path, max_num_seqs: int = 16):
+def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False):
     """A real vLLM when installed, else `aps serve` with the simulated GPU. Yields a Target."""
     if local.vllm_available() and local.tiny_model_available():
         proc = local.start_vllm(local.free_port(), None, "tiny", workdir / "vllm.log",
-                                max_num_seqs=max_num_seqs)
+                                max_num_seqs=max_num_seqs, priority=priority, cpus=vllm_cpus())
         try:
             yield Target(f"vLLM {_vllm_version()} (CPU, tiny model, max-num-seqs {max_num_seqs})",
                          proc.base_url, "none", "tiny")
@@ -199,14 +253,19 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) 
                     row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
                     row[f"{mode}_errors"] = tp["errors"]
             if with_fairness:
-                direct = Target("direct", up.url, up.key, up.model)
                 aps = Target("aps", gw.url + "/v1", "", up.model)
-                result["fairness"] = {  # straight to the upstream, both share its FCFS queue
-                    "direct": asyncio.run(fairness(direct, up.key, up.key)),
-                    "aps_vtc": asyncio.run(fairness(aps, "sk-heavy", "sk-light")),
+                result["fairness"] = {
+                    "alone": fairness(targets[0], None, up.key, flood=False),
+                    "direct": fairness(targets[0], up.key, up.key),  # one FCFS queue
+                    "aps_vtc": fairness(aps, "sk-heavy", "sk-light"),
                 }
         finally:
             gw.stop()
             if litellm is not None:
                 litellm.stop()
+    if with_fairness and local.vllm_available() and local.tiny_model_available():
+        with upstream(workdir, priority=True) as up:  # vLLM's own answer: clients set priority
+            result["fairness"]["direct_priority"] = fairness(
+                Target("direct", up.url, up.key, up.model), up.key, up.key,
+                heavy_priority=10, light_priority=0)
     return result

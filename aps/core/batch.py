@@ -50,6 +50,10 @@ class BatchConfig:
     block_size: int = 16
     max_waiting: int | None = None  # bound on queued requests (all tenants)
     max_waiting_per_tenant: int | None = None
+    # upstream: the last seats go only to a request whose tenant has nothing running, so a
+    # newcomer starts at once even while another tenant could fill every seat (a server's own
+    # queue would otherwise make it wait for a whole request to finish)
+    reserved_seats: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,6 +62,8 @@ class BatchConfig:
                      "kv_capacity_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.reserved_seats < self.max_num_seqs:
+            raise ConfigError(f"reserved_seats must be in 0..max_num_seqs-1, got {self.reserved_seats}")
         if self.window_s < 0:
             raise ConfigError(f"window_s must be >= 0, got {self.window_s}")
         if self.kv_capacity_tokens < self.block_size:

@@ -337,21 +337,37 @@ class Scheduler:
         """Admit in policy order while seats and in-flight tokens allow. A request reserves
         prompt + max_tokens for its whole life (the server's KV use is not visible from here).
         Running requests are the servers' business: they are not planned again, the driver
-        reports on them with `progress`."""
-        policy, kv = self.policy, self.kv
+        reports on them with `progress`.
+
+        The last `reserved_seats` seats go only to tenants with nothing running: the best
+        ranked of their waiting requests (under fair share, even when a running tenant's
+        request ranks first, as after a counter tie; under other policies, only the head).
+        """
+        policy, kv, b = self.policy, self.kv, self.batch
+        open_seats = max(1, b.max_num_seqs - b.reserved_seats)
         while True:
             head = policy.peek()
             if head is None:
                 return StopReason.NO_WAITING
-            if len(self.running) >= self.batch.max_num_seqs:
+            if len(self.running) >= b.max_num_seqs:
                 return StopReason.MAX_SEQS
+            if len(self.running) >= open_seats:
+                head = self._newcomer()
+                if head is None:
+                    return StopReason.MAX_SEQS  # the reserved seats wait for a tenant with none
             total = head.prompt_tokens + head.max_tokens
             if not kv.can_allocate(head.request_id, total):
                 return StopReason.IN_FLIGHT_TOKENS
-            policy.pop()
+            policy.remove(head)
             self._start(head, now)
             kv.allocate(head.request_id, total)
             plan.scheduled.append((head, head.prompt_tokens))
+
+    def _newcomer(self) -> Request | None:
+        """The best-ranked waiting request whose tenant has nothing running."""
+        busy = {r.tenant_id for r in self.running}
+        idle = [r for r in self.policy.heads() if r.tenant_id not in busy]
+        return min(idle, key=self.policy.rank, default=None)
 
     def set_max_num_seqs(self, max_num_seqs: int) -> None:
         """Upstream: the seats follow the servers that can take requests now (0: none can).

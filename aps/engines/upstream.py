@@ -78,7 +78,7 @@ class UpstreamPool:
         self._clock = clock
         # Streams may pause between tokens for as long as the server's queue is; the connect
         # timeout is what detects a dead replica quickly.
-        self._timeout = timeout or httpx.Timeout(connect=2.0, read=300.0, write=10.0, pool=None)
+        self._timeout = timeout or httpx.Timeout(connect=5.0, read=300.0, write=10.0, pool=None)
         self.client: httpx.AsyncClient | None = None
         self._task: asyncio.Task | None = None
 

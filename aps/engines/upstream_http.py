@@ -1,8 +1,11 @@
-"""One request to an OpenAI-compatible server, streamed: the body sent, the SSE chunks read.
+"""One request to an OpenAI-compatible server: the body sent, the answer read as chunks.
 
-The gateway always streams from the server (`stream: true` with `include_usage`), whatever the
-client asked: tokens are pushed to the client as they come, the scheduler's fair-share counters
-move as they come, and the final `usage` chunk gives the server's own token counts for billing.
+A streaming client is streamed from the server (`stream: true` with `include_usage`): tokens
+are pushed to the client as they come, the scheduler's fair-share counters move as they come,
+and the final `usage` chunk gives the server's own token counts for billing. A client that
+waits for the whole answer gets it from one plain request: one chunk with the text and usage.
+(Streaming every token costs the server 10-15% of its throughput on a small CPU machine, for
+nothing such a client would see.)
 
 Errors, one class: `UpstreamError(status, message, retryable)`. A connection failure, a 5xx or
 a 429 is retryable (elsewhere, before the first token); a 4xx is the client's (a prompt too
@@ -70,8 +73,9 @@ def upstream_body(call: UpstreamCall, model: str, max_tokens: int, bid: int | No
     scheduler reserved for), a usage-reporting stream, and `priority` only when `bid` is given
     (the replica is configured to honour it)."""
     body = {k: v for k, v in call.body.items() if k not in _REPLACED}
-    body.update(model=model, max_tokens=max_tokens, stream=True,
-                stream_options={"include_usage": True})
+    body.update(model=model, max_tokens=max_tokens, stream=bool(call.body.get("stream")))
+    if body["stream"]:
+        body["stream_options"] = {"include_usage": True}
     if bid is not None:
         body["priority"] = vllm_priority(bid)
     return body
@@ -93,19 +97,27 @@ async def stream_chunks(client: httpx.AsyncClient, base_url: str, chat: bool, bo
                 raw = await resp.aread()
                 code = resp.status_code
                 raise UpstreamError(code, _error_message(raw, code), not _client_fault(code))
+            if not body["stream"]:
+                yield _parse((await resp.aread()).decode(), chat, whole=True)
+                return
+            done = False
             async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments, event names
+                if done or not line.startswith("data:"):
+                    continue  # blank separators, comments, event names; the body's end
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    return
+                    done = True  # read on to the end of the body: then the connection is
+                    continue     # kept for the next request instead of being closed
                 yield _parse(data, chat)
+            if done:
+                return
     except httpx.HTTPError as exc:
         raise UpstreamError(None, f"{type(exc).__name__}: {exc}", retryable=True) from None
     raise UpstreamError(None, "the stream ended without [DONE]", retryable=True)
 
 
-def _parse(data: str, chat: bool) -> Chunk:
+def _parse(data: str, chat: bool, whole: bool = False) -> Chunk:
+    """One SSE chunk, or (`whole`) a complete non-streamed response."""
     try:
         obj = json.loads(data)
     except json.JSONDecodeError:
@@ -122,7 +134,10 @@ def _parse(data: str, chat: bool) -> Chunk:
     choices = obj.get("choices") or []
     if choices:
         choice = choices[0]
-        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+        if chat:
+            text = (choice.get("message" if whole else "delta") or {}).get("content")
+        else:
+            text = choice.get("text")
         chunk.text = text or ""
         chunk.finish_reason = choice.get("finish_reason")
     return chunk

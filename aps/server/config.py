@@ -125,9 +125,11 @@ class ServerConfig(BaseModel):
 
     def batch_config(self, kv_capacity_tokens: int) -> BatchConfig:
         if self.upstreams:  # seats and tokens are the upstreams' (seats follow their health)
-            return BatchConfig(**{"max_waiting": 10_000, **self.batch, "mode": "upstream",
-                                  "block_size": 1,
-                                  "max_num_seqs": sum(u.max_in_flight for u in self.upstreams),
+            seats = sum(u.max_in_flight for u in self.upstreams)
+            reserved = min(seats - 1, max(1, seats // 16))  # a newcomer never waits for a seat
+            return BatchConfig(**{"max_waiting": 10_000, "reserved_seats": reserved,
+                                  **self.batch, "mode": "upstream", "block_size": 1,
+                                  "max_num_seqs": seats,
                                   "kv_capacity_tokens": sum(u.max_tokens_in_flight
                                                             for u in self.upstreams)})
         return BatchConfig(**{"kv_capacity_tokens": kv_capacity_tokens, "max_waiting": 10_000,
