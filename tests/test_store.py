@@ -1,4 +1,5 @@
 """The SQLite store: tenants, hashed keys, the ledger, migrations, export and replay."""
+import json
 import sqlite3
 
 import pytest
@@ -134,3 +135,31 @@ def test_export_writes_a_trace_and_a_scenario_the_simulator_replays(tmp_path):
     assert list(bare.workload.arrival_s) == [0.0, 0.5]
     with pytest.raises(StoreError, match="nothing to replay"):
         write_trace(rows[2:], tmp_path / "none.csv", tenants)
+
+
+def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path):
+    from typer.testing import CliRunner
+
+    from aps.cli import app
+    db = ["--db", str(tmp_path / "ops.db")]
+    run = CliRunner().invoke
+    added = run(app, ["tenants", "add", "acme", "--bid", "8", "--token-rate", "100", *db])
+    assert added.exit_code == 0 and added.output.strip().splitlines()[-1].startswith("sk-aps-")
+    assert run(app, ["tenants", "add", "acme", *db]).exit_code == 2  # exists: use set
+    assert run(app, ["tenants", "add", "bad", "--bid", "11", *db]).exit_code == 2
+    listed = run(app, ["tenants", "list", "--json", *db])
+    assert [(t["id"], t["bid"], t["token_rate"]) for t in json.loads(listed.output)] == [
+        ("acme", 8, 100)]
+    assert run(app, ["tenants", "set", "acme", "--unlimited", "token_rate", *db]).exit_code == 0
+    assert Store(tmp_path / "ops.db").tenant("acme").token_rate is None
+    assert run(app, ["tenants", "set", "acme", *db]).exit_code == 2  # nothing to change
+    second = run(app, ["keys", "create", "acme", *db]).output.strip().splitlines()[-1]
+    keys = run(app, ["keys", "list", *db]).output
+    assert second[:12] in keys and keys.count("acme") == 2
+    assert run(app, ["keys", "create", "ghost", *db]).exit_code == 2
+    Store(tmp_path / "ops.db").record([row("r1", "acme", 50.0, prompt=9, out=4)])
+    exported = run(app, ["usage", "export", "--trace", str(tmp_path / "t.yaml"), *db])
+    assert exported.exit_code == 0 and "aps simulate" in exported.output
+    assert load_scenario(tmp_path / "t.yaml").workload.tenants[0].tenant_id == "acme"
+    assert run(app, ["tenants", "remove", "acme", *db]).exit_code == 0
+    assert run(app, ["tenants", "remove", "acme", *db]).exit_code == 2
