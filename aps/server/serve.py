@@ -58,8 +58,14 @@ def serve(config: ServerConfig, force: bool = False) -> None:
     if config.demo:
         keys = ", ".join(f"{t.id}: {t.keys[0]}" for t in config.tenant_configs())
         log.warning("demo mode: no tenants configured; demo keys are %s", keys)
-    log.warning("APS on http://%s:%d: %s on simulated %s (speed x%g), policy %s", config.host,
-                config.port, gateway.engine.model_name, config.gpu, config.speed, config.policy)
+    if config.upstreams:
+        engine = f"{len(config.upstreams)} upstream server(s): " + \
+            ", ".join(f"{u.url} ({u.model}, {u.max_in_flight} seats)" for u in config.upstreams)
+    else:
+        engine = f"{gateway.engine.model_name} on simulated {config.gpu} (speed x{config.speed:g})"
+    log.warning("APS on http://%s:%d: %s, policy %s, database %s%s", config.host, config.port,
+                engine, config.policy, config.store.path,
+                f", Redis {config.store.redis_url}" if config.store.redis_url else "")
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                         timeout_graceful_shutdown=int(config.drain_timeout_s) + 5,
                         access_log=False)
