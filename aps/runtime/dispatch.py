@@ -25,7 +25,7 @@ from aps.core import NeverFits, Request, Scheduler, Status, StepPlan, Verdict
 from aps.engines.cache import CachedResponse, ResponseCache, cache_key
 from aps.engines.upstream import UpstreamPool
 from aps.engines.upstream_http import UpstreamCall, UpstreamError
-from aps.runtime.loop import Draining, Stream
+from aps.runtime.loop import Draining, Driver, Stream
 
 log = logging.getLogger("aps.dispatch")
 _IDLE_RECHECK_S = 0.25  # with requests waiting, look again this often (a replica may be back)
@@ -43,22 +43,16 @@ class _Job:
     pieces: list[str] = field(default_factory=list)  # kept only when it will be cached
 
 
-class Dispatcher:
+class Dispatcher(Driver):
     def __init__(self, scheduler: Scheduler, pool: UpstreamPool, retries: int = 2,
                  cache: ResponseCache | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_end: Callable[[Request], None] | None = None):
-        self.sched, self.engine, self.retries, self.cache = scheduler, pool, retries, cache
+        super().__init__(scheduler, clock)
+        self.engine, self.retries, self.cache = pool, retries, cache
         self._on_end = on_end
-        self._clock, self._t0 = clock, clock()
         self._jobs: dict[str, _Job] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self.accepting = True
         pool.on_change = self._wake.set
-
-    def now(self) -> float:
-        return self._clock() - self._t0
 
     @property
     def num_streams(self) -> int:
@@ -225,21 +219,9 @@ class Dispatcher:
         self.sched.fail(req.request_id, now, f"upstream {url}: {exc.message}")
         job.stream._close()
 
-    async def drain(self, timeout_s: float) -> int:
-        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.
-        Returns how many were cancelled."""
-        self.accepting = False
-        self._wake.set()
-        deadline = self.now() + timeout_s
-        while self.sched.requests and self.now() < deadline:
-            await asyncio.sleep(min(0.01, max(0.0, deadline - self.now())))
-        left = list(self.sched.requests)
-        for request_id in left:
-            self.cancel(request_id)
-        if self._task is not None:
-            self._wake.set()
-            await self._task
+    async def _drained(self) -> None:
+        """Wait for the cancelled requests' tasks (they close their upstream streams), then
+        close the pool's client."""
         tasks = [job.task for job in self._jobs.values() if job.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.engine.close()
-        return len(left)

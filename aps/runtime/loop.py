@@ -59,21 +59,51 @@ class Stream:
         return "".join([piece async for piece in self])
 
 
-class Runtime:
-    def __init__(self, scheduler: Scheduler, engine: Engine,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_end: Callable[[Request], None] | None = None,
-                 on_iteration: Callable[[StepPlan], None] | None = None):
-        self.sched, self.engine = scheduler, engine
-        self._on_end, self._on_iteration = on_end, on_iteration  # for metrics
+class Driver:
+    """What the two drivers of a Scheduler share (this Runtime for an iteration engine, the
+    Dispatcher for upstream servers): the clock, the wake-up, the loop task, and draining.
+    Each driver has its own `cancel` and `_run`."""
+
+    def __init__(self, scheduler: Scheduler, clock: Callable[[], float]):
+        self.sched = scheduler
         self._clock, self._t0 = clock, clock()
-        self._streams: dict[str, Stream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.accepting = True
 
     def now(self) -> float:
         return self._clock() - self._t0
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.
+        Returns how many were cancelled."""
+        self.accepting = False
+        self._wake.set()
+        deadline = self.now() + timeout_s
+        while self.sched.requests and self.now() < deadline:
+            await asyncio.sleep(min(0.01, max(0.0, deadline - self.now())))
+        left = list(self.sched.requests)
+        for request_id in left:
+            self.cancel(request_id)
+        if self._task is not None:
+            self._wake.set()
+            await self._task
+        await self._drained()
+        return len(left)
+
+    async def _drained(self) -> None:
+        """After the loop has stopped: what else to wind down."""
+
+
+class Runtime(Driver):
+    def __init__(self, scheduler: Scheduler, engine: Engine,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_end: Callable[[Request], None] | None = None,
+                 on_iteration: Callable[[StepPlan], None] | None = None):
+        super().__init__(scheduler, clock)
+        self.engine = engine
+        self._on_end, self._on_iteration = on_end, on_iteration  # for metrics
+        self._streams: dict[str, Stream] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="aps-runtime")
@@ -159,18 +189,3 @@ class Runtime:
                 if self._on_end is not None:
                     self._on_end(req)
 
-    async def drain(self, timeout_s: float) -> int:
-        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.
-        Returns how many were cancelled."""
-        self.accepting = False
-        self._wake.set()
-        deadline = self.now() + timeout_s
-        while self.sched.requests and self.now() < deadline:
-            await asyncio.sleep(min(0.01, max(0.0, deadline - self.now())))
-        left = list(self.sched.requests)
-        for request_id in left:
-            self.cancel(request_id)
-        if self._task is not None:
-            self._wake.set()
-            await self._task
-        return len(left)
