@@ -40,3 +40,9 @@ def test_demo_keys_stay_on_loopback_unless_forced():
     assert not is_loopback("0.0.0.0")
     with pytest.raises(ConfigError, match="refusing to serve demo keys on 0.0.0.0"):
         serve(load_config(env={}, host="0.0.0.0"))
+
+
+def test_upstreams_must_serve_one_model():
+    with pytest.raises(ConfigError, match="upstreams serve different models \\(a, b\\)"):
+        load_config(env={}, upstreams=[{"url": "http://127.0.0.1:1", "model": "a"},
+                                       {"url": "http://127.0.0.1:2", "model": "b"}])
