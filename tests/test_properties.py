@@ -117,3 +117,71 @@ def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
             assert r.first_token is not None and r.arrival <= r.first_token <= r.finished
     for state in s.tenants.values():
         assert state.num_in_flight == 0 and not state.throttled
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ts=tenant_sets(), policy=st.sampled_from(POLICIES), reqs=requests,
+       seats=st.integers(1, 6), reserved=st.integers(0, 3), capacity=st.integers(60, 400),
+       actions=st.lists(st.integers(0, 99), min_size=200, max_size=200))
+def test_upstream_mode_loses_nothing_and_keeps_its_limits(ts, policy, reqs, seats, reserved,
+                                                          capacity, actions):
+    """Upstream mode driven as the Dispatcher drives it, servers answering at random: tokens
+    stream in, requests finish early or at max_tokens, fail, are retried before their first
+    token, or are cancelled."""
+    reserved = min(reserved, seats - 1)
+    cfg = BatchConfig(mode="upstream", max_num_seqs=seats, reserved_seats=reserved,
+                      kv_capacity_tokens=capacity, block_size=1)
+    s = Scheduler(ts, policy=policy, batch=cfg)
+    submitted, ended, now, i = [], {}, 0.0, 0
+    pending = sorted(enumerate(reqs), key=lambda x: x[1][3])
+    for step_no in range(5_000):
+        while i < len(pending) and pending[i][1][3] <= now:
+            k, (tenant, prompt, out, at, bid, _) = pending[i]
+            r = Request(f"r{k}", tenant, prompt, out, at, bid)
+            try:
+                s.submit(r, now)
+                submitted.append(r)
+            except NeverFits:
+                assert r.request_id not in s.requests
+            i += 1
+        before = {r.tenant_id for r in s.running}
+        plan = s.step(now)
+        for r in plan.finished + plan.rejected + plan.cancelled + plan.failed:
+            assert r.request_id not in ended, "a request ended twice"
+            ended[r.request_id] = r
+        assert len(s.running) <= seats and s.kv.num_used_blocks <= capacity
+        assert s.kv.num_used_blocks == sum(r.prompt_tokens + r.max_tokens for r in s.running)
+        over = len(s.running) - max(1, seats - reserved)
+        if over > 0:  # the reserved seats went only to tenants with nothing running before
+            admitted = [r for r, _ in plan.scheduled]
+            assert all(r.tenant_id not in before for r in admitted[len(admitted) - over:])
+        for r in list(s.running):  # what the servers did meanwhile
+            a = actions[(step_no + hash(r.request_id)) % len(actions)]
+            if a < 5:
+                s.cancel(r.request_id, now)
+            elif a < 10:
+                s.fail(r.request_id, now, "server error")
+            elif a < 15 and r.num_output_tokens == 0:
+                s.requeue(r.request_id, now)
+            elif a < 25 and r.num_output_tokens:
+                s.finish(r.request_id, now, "stop")  # EOS before max_tokens
+            else:
+                out = min(r.max_tokens, r.num_output_tokens + 1 + a % 7)
+                s.progress(r.request_id, r.prompt_tokens, out, now)
+                if out == r.max_tokens:
+                    s.finish(r.request_id, now, "length")
+        if not s.requests and i == len(pending):
+            final = s.step(now)  # what ended since the last plan
+            for r in final.finished + final.cancelled + final.failed:
+                assert r.request_id not in ended, "a request ended twice"
+                ended[r.request_id] = r
+            break
+        now += 0.05
+    else:
+        raise AssertionError("did not drain")
+    assert set(ended) == {r.request_id for r in submitted}, "a request was lost"
+    assert not s.running and s.kv.num_used_blocks == 0 and len(s.policy) == 0
+    for state in s.tenants.values():
+        assert state.num_in_flight == 0 and not state.throttled
+        if state.tokens is not None:
+            assert state.tokens.level <= state.tokens.burst + 1e-9
