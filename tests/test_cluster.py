@@ -183,3 +183,45 @@ def test_demote_in_cluster_mode_queues_instead_of_refusing(redis_server):
         assert not taken.ok and second.demoted
         await cluster.close()
     asyncio.run(main())
+
+
+def test_fair_share_holds_across_two_replicas(tmp_path, redis_server):
+    """Heavy keeps both replicas busy, light uses only replica B (one seat each, vtc). Alone,
+    B would split its seat about evenly (light got 48% of B when measured) and heavy would get
+    three times light's service over the cluster; with shared counters B knows heavy is served
+    on A too and gives light its seat, so the two are even over the cluster."""
+    config = f"""
+speed: 2
+policy: vtc
+batch: {{max_num_seqs: 1}}
+store: {{redis_url: {redis_server.url}, sync_s: 0.1}}
+tenants:
+  - {{id: heavy, keys: [sk-heavy-key]}}
+  - {{id: light, keys: [sk-light-key]}}
+"""
+    db = tmp_path / "shared.db"
+    a, b = (LocalServer(config, log_path=tmp_path / f"{n}.log", db_path=db) for n in "ab")
+    done = {"heavy@a": 0, "heavy@b": 0, "light@b": 0}
+
+    async def load(seconds=6.0):
+        stop = time.monotonic() + seconds
+
+        async def client(c, url, key, label):
+            while time.monotonic() < stop:
+                r = await c.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                                 json={"model": "m", "prompt": "x" * 40, "max_tokens": 32})
+                assert r.status_code == 200
+                if time.monotonic() < stop:
+                    done[label] += 1
+        async with httpx.AsyncClient(timeout=60) as c:
+            await asyncio.gather(*(client(c, a.url, "sk-heavy-key", "heavy@a") for _ in range(4)),
+                                 *(client(c, b.url, "sk-heavy-key", "heavy@b") for _ in range(4)),
+                                 *(client(c, b.url, "sk-light-key", "light@b") for _ in range(4)))
+    try:
+        asyncio.run(load())
+    finally:
+        a.stop()
+        b.stop()
+    heavy = done["heavy@a"] + done["heavy@b"]
+    assert done["light@b"] >= 0.8 * (done["light@b"] + done["heavy@b"]), done
+    assert 0.75 * heavy <= done["light@b"] <= 1.25 * heavy, done
