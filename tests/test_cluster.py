@@ -223,5 +223,6 @@ tenants:
         a.stop()
         b.stop()
     heavy = done["heavy@a"] + done["heavy@b"]
+    print(f"\nrequests served in 6 s: {done}")
     assert done["light@b"] >= 0.8 * (done["light@b"] + done["heavy@b"]), done
     assert 0.75 * heavy <= done["light@b"] <= 1.25 * heavy, done
