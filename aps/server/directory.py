@@ -48,8 +48,8 @@ class Directory:
         self._keys = self.store.key_table()
         changed = [t for t in tenants.values() if self.tenants.get(t.tenant_id) != t]
         removed = [tid for tid in self.tenants if tid not in tenants]
-        self.tenants = tenants
-        if changed or removed:
+        first, self.tenants = not self.tenants, tenants
+        if (changed or removed) and not first:
             log.info("tenants reloaded: %d added or changed, %d removed%s", len(changed),
                      len(removed), f" ({', '.join(removed)})" if removed else "")
         return changed, removed
