@@ -65,7 +65,8 @@ def serve_command(
     speed: float = typer.Option(None, help="run the simulated GPU this many times faster"),
     force: bool = typer.Option(False, help="allow demo keys on a non-loopback address"),
 ) -> None:
-    """Run the gateway: the seeds' API and an OpenAI-compatible API on a simulated GPU."""
+    """Run the gateway: the seeds' API and an OpenAI-compatible API, on a simulated GPU or in
+    front of upstream servers (`upstreams:` in the configuration)."""
     import logging
 
     from aps.core import ConfigError
