@@ -1,6 +1,7 @@
 """Tenants, keys and the ledger through a real gateway process: the admin API, the CLI on the
 same database file, live reloads, and a ledger that survives SIGKILL."""
 import asyncio
+import json
 import time
 
 import httpx
@@ -161,17 +162,27 @@ def test_every_acknowledged_request_is_in_the_ledger_after_sigkill(tmp_path):
     failed = 0
 
     async def client(c: httpx.AsyncClient, i: int):
+        """Even clients wait for whole answers; odd ones stream, and a streamed request is
+        acknowledged by its `data: [DONE]`."""
         nonlocal failed
+        headers = {"Authorization": "Bearer sk-acme-test-key"}
         for j in range(10_000):
+            body = {"model": "m", "prompt": f"client {i} request {j}", "max_tokens": 4,
+                    "stream": bool(i % 2)}
             try:
-                r = await c.post(s.url + "/v1/completions", json={
-                    "model": "m", "prompt": f"client {i} request {j}", "max_tokens": 4},
-                    headers={"Authorization": "Bearer sk-acme-test-key"})
+                if not body["stream"]:
+                    r = await c.post(s.url + "/v1/completions", json=body, headers=headers)
+                    assert r.status_code == 200
+                    acked.append(r.json()["id"])
+                    continue
+                async with c.stream("POST", s.url + "/v1/completions", json=body,
+                                    headers=headers) as r:
+                    lines = [line async for line in r.aiter_lines() if line.startswith("data:")]
+                if lines and lines[-1] == "data: [DONE]":
+                    acked.append(json.loads(lines[0][5:])["id"])
             except httpx.HTTPError:
                 failed += 1
                 return
-            assert r.status_code == 200
-            acked.append(r.json()["id"])
 
     async def main():
         async with httpx.AsyncClient(timeout=10) as c:
