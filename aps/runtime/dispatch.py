@@ -100,10 +100,14 @@ class Dispatcher(Driver):
         stream = Stream(req)
         if hit.text:
             stream._push(hit.text)
-        stream._close()
-        if self._on_end is not None:  # soon, not now: the caller is still registering it
-            asyncio.get_running_loop().call_soon(self._on_end, req)
+        # soon, not now: the caller is still registering the request
+        asyncio.get_running_loop().call_soon(self._end_cached, req, stream)
         return stream
+
+    def _end_cached(self, req: Request, stream: Stream) -> None:
+        if self._on_end is not None:  # reported before the stream ends, as in `_settle`
+            self._on_end(req)
+        stream._close()
 
     def cancel(self, request_id: str) -> None:
         """Drop a request if it is still live; a running one's upstream stream is closed, which
@@ -149,14 +153,15 @@ class Dispatcher(Driver):
                 pass
 
     def _settle(self, plan: StepPlan) -> None:
-        """Close the streams of requests that ended since the last step; `on_end` once each."""
+        """Report the requests that ended since the last step (`on_end` once each), then close
+        their streams: whoever reads a stream's end finds the end already reported."""
         for ended in (plan.finished, plan.cancelled, plan.failed, plan.rejected):
             for req in ended:
+                if self._on_end is not None:
+                    self._on_end(req)
                 job = self._jobs.pop(req.request_id, None)
                 if job is not None:
                     job.stream._close()
-                if self._on_end is not None:
-                    self._on_end(req)
 
     # -- one request -----------------------------------------------------------------------
 
@@ -190,7 +195,7 @@ class Dispatcher(Driver):
             raise
         finally:
             pool.release(replica, tokens)
-            self._wake.set()
+            self._wake.set()  # the loop reports an end and closes the stream
 
     def _finish(self, job: _Job, usage, finish: str | None) -> None:
         req, now = job.req, self.now()
@@ -201,7 +206,6 @@ class Dispatcher(Driver):
         if job.cache_key is not None and self.cache is not None:
             self.cache.put(job.cache_key, CachedResponse("".join(job.pieces), req.prompt_tokens,
                                                          req.num_output_tokens, now))
-        job.stream._close()  # at once: the loop's settle only adds on_end
 
     def _failed(self, job: _Job, url: str, exc: UpstreamError) -> None:
         req, now = job.req, self.now()
@@ -217,7 +221,6 @@ class Dispatcher(Driver):
         status = 502 if exc.retryable or exc.status is None else exc.status  # 4xx: the client's
         job.stream.error = (status, exc.message)
         self.sched.fail(req.request_id, now, f"upstream {url}: {exc.message}")
-        job.stream._close()
 
     async def _drained(self) -> None:
         """Wait for the cancelled requests' tasks (they close their upstream streams), then

@@ -183,9 +183,9 @@ class Runtime(Driver):
         """Close the streams of requests that ended since the last plan."""
         for ended in (plan.finished, plan.cancelled, plan.failed, plan.rejected):
             for req in ended:
+                if self._on_end is not None:  # reported before its stream ends: whoever
+                    self._on_end(req)         # reads the end finds it already reported
                 stream = self._streams.pop(req.request_id, None)
                 if stream is not None:
                     stream._close()
-                if self._on_end is not None:
-                    self._on_end(req)
 

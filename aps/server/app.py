@@ -75,7 +75,6 @@ class Gateway:
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)
         self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
-        self._ending: dict[str, asyncio.Future] = {}  # handlers waiting for on_end
         self.started = time.time()
 
     def _local(self, tenant: Tenant) -> Tenant:
@@ -90,8 +89,7 @@ class Gateway:
     def reload(self) -> None:
         """Pick up tenants and keys written by the CLI, the admin API or another replica.
         A removed tenant's keys stop working at once; its requests in flight finish."""
-        changed, _removed = self.directory.reload()
-        self.apply_tenants(changed)
+        self.apply_tenants(self.directory.reload())
 
     async def watch_store(self) -> None:
         while True:
@@ -109,23 +107,13 @@ class Gateway:
         self.autoscale.on_end(req, self.runtime.now())
         prefix = self._key_prefix.pop(req.request_id, "")
         self.ledger.record(req, prefix, self.engine.model_name)
-        waiter = self._ending.pop(req.request_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
         if self.cluster is not None:
             self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
 
     async def recorded(self, req: Request) -> None:
         """Return once the ended request's usage row is committed: a handler awaits this before
         it tells its client the request ended, so an acknowledged request is always billed.
-        (An engine may close a stream a little before the request's end is reported.)"""
-        if req.request_id in self._key_prefix:  # on_end has not run yet
-            waiter = self._ending[req.request_id] = asyncio.get_running_loop().create_future()
-            try:  # bounded: a crashed runtime loop ends streams without reporting them
-                await asyncio.wait_for(waiter, 10.0)
-            except asyncio.TimeoutError:
-                self._ending.pop(req.request_id, None)
-                log.error("request %s ended without being reported; no usage row", req.request_id)
+        (The runtime reports an end, queueing the row, before it ends the request's stream.)"""
         await self.ledger.settled()
 
     def tenant_for(self, authorization: str | None, named: str | None = None,

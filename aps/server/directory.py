@@ -40,9 +40,9 @@ class Directory:
         """Whether another connection has written since the last reload."""
         return self.store.data_version() != self._version
 
-    def reload(self) -> tuple[list[Tenant], list[str]]:
-        """Read tenants and keys again. Returns the tenants added or changed, and the ids of
-        the tenants removed."""
+    def reload(self) -> list[Tenant]:
+        """Read tenants and keys again. Returns the tenants added or changed (a removed
+        tenant's keys are gone from the table: nothing else to do)."""
         self._version = self.store.data_version()
         tenants = {t.tenant_id: t for t in self.store.tenants()}
         self._keys = self.store.key_table()
@@ -52,4 +52,4 @@ class Directory:
         if (changed or removed) and not first:
             log.info("tenants reloaded: %d added or changed, %d removed%s", len(changed),
                      len(removed), f" ({', '.join(removed)})" if removed else "")
-        return changed, removed
+        return changed

@@ -28,7 +28,6 @@ class Ledger:
         self.store, self.prices = store, prices
         self._unix = monotonic_to_unix  # runtime time -> unix seconds
         self.pending: list[tuple] = []
-        self.written = 0
         self._batch: asyncio.Future | None = None  # resolved when the queued rows are written
 
     def row(self, req: Request, key_prefix: str, model: str) -> tuple:
@@ -69,7 +68,6 @@ class Ledger:
         except sqlite3.Error as exc:
             log.error("usage ledger write failed, %d rows kept to retry: %s", len(self.pending), exc)
             return False
-        self.written += len(self.pending)
         self.pending.clear()
         return True
 
