@@ -4,7 +4,7 @@ import pytest
 
 from aps.engines.breaker import BreakerState, CircuitBreaker
 from aps.engines.cache import CachedResponse, ResponseCache, cache_key
-from aps.engines.routing import HashRing, Router
+from aps.engines.routing import HashRing
 from aps.engines.upstream import Replica, UpstreamPool
 from aps.engines.upstream_http import (UpstreamCall, UpstreamError, _parse, read_capacity,
                                        upstream_body, vllm_priority)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aps.core import Tenant, make_policy, Request
+from aps.core import Request, Tenant, make_policy
 from aps.store import Store
 
 ROW = ("r", "tenant", "sk-aps-abcde", "model", 5, 0.0, 0.1, 1.0, 300, 200, "finished", "", 0.0)

@@ -19,7 +19,7 @@ import httpx
 
 from aps.engines.breaker import BreakerState, CircuitBreaker
 from aps.engines.routing import Router
-from aps.engines.upstream_http import (Chunk, UpstreamCall, UpstreamError, read_capacity,
+from aps.engines.upstream_http import (Chunk, UpstreamCall, read_capacity,
                                        stream_chunks, upstream_body)
 
 log = logging.getLogger("aps.upstream")
