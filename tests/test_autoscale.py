@@ -6,8 +6,8 @@ from aps.core.errors import ConfigError
 
 
 def scaler(**kw) -> Autoscaler:
-    base = dict(min_replicas=1, max_replicas=8, target_queue_per_replica=10, up_cooldown_s=0,
-                down_cooldown_s=0, down_stabilization_s=0, max_step_up=8, max_step_down=8)
+    base = dict(min=1, max=8, target_queue=10, up_cooldown_s=0,
+                down_cooldown_s=0, stabilization_s=0, max_step_up=8, max_step_down=8)
     return Autoscaler(AutoscaleConfig(**{**base, **kw}))
 
 
@@ -43,17 +43,17 @@ def test_missed_slo_scales_up_in_proportion_and_blocks_scale_down():
 
 
 def test_bounds_and_step_limits():
-    s = scaler(max_replicas=6, max_step_up=2)
+    s = scaler(max=6, max_step_up=2)
     assert s.observe(0.0, 1, queue_depth=1000, kv_usage=0.5).desired == 3
     assert s.observe(1.0, 3, queue_depth=1000, kv_usage=0.5).desired == 5
     assert s.observe(2.0, 5, queue_depth=1000, kv_usage=0.5).desired == 6
-    s = scaler(min_replicas=2, max_step_down=1)
+    s = scaler(min=2, max_step_down=1)
     s.observe(0.0, 5, queue_depth=0, kv_usage=0.6)
     assert [s.observe(t, s.desired, 0, 0.0).desired for t in (1.0, 2.0, 3.0, 4.0)] == [4, 3, 2, 2]
 
 
 def test_scale_down_waits_for_the_stabilisation_window():
-    s = scaler(down_stabilization_s=300)
+    s = scaler(stabilization_s=300)
     assert s.observe(0.0, 4, queue_depth=0, kv_usage=0.6).desired == 4
     # a lull: low usage proposes 1, but 4 was proposed within the last 300 s
     for t in (10.0, 100.0, 299.0):
@@ -64,7 +64,7 @@ def test_scale_down_waits_for_the_stabilisation_window():
 
 
 def test_short_dips_inside_the_window_do_not_flap():
-    s = scaler(down_stabilization_s=60)
+    s = scaler(stabilization_s=60)
     desired = []
     for k in range(40):  # every 10 s the load alternates between busy (3) and idle (1)
         busy = k % 2 == 0
@@ -74,7 +74,7 @@ def test_short_dips_inside_the_window_do_not_flap():
 
 
 def test_first_observation_counts_as_a_proposal_for_a_full_window():
-    s = scaler(down_stabilization_s=120)
+    s = scaler(stabilization_s=120)
     assert s.observe(0.0, 3, 0, 0.0).desired == 3
     assert s.observe(119.0, 3, 0, 0.0).desired == 3
     assert s.observe(121.0, 3, 0, 0.0).desired == 1
@@ -98,8 +98,8 @@ def test_the_desired_count_is_held_when_the_replicas_do_not_follow():
 
 
 def test_bad_config_is_refused_with_the_field_named():
-    with pytest.raises(ConfigError, match="min_replicas"):
-        AutoscaleConfig(min_replicas=3, max_replicas=2)
+    with pytest.raises(ConfigError, match="min <= max"):
+        AutoscaleConfig(min=3, max=2)
     with pytest.raises(ConfigError, match="kv_low"):
         AutoscaleConfig(kv_low=0.9, kv_high=0.8)
     with pytest.raises(ConfigError, match="slo_target"):

@@ -49,7 +49,7 @@ def test_simulate_bad_input_says_what_is_wrong(tmp_path):
 
 
 def test_bench_core_reports_every_policy_and_the_step_cost():
-    from aps.cli import bench_core
+    from aps.bench import core as bench_core
     from aps.core.policies import POLICIES
     result = bench_core.run(depths=(1_000,))
     assert set(result["push_pop_us"]) == set(POLICIES)

@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 
-from aps.cli.loadgen import LocalServer
+from aps.bench.server import LocalServer
 from aps.core import OverLimit, Request, Tenant, make_policy
-from aps.server.cluster import Cluster
+from aps.store.cluster import Cluster
 from aps.store.redis import RedisStore
 from redis_server import RedisServer
 

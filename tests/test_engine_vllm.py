@@ -10,9 +10,10 @@ import httpx
 import openai
 import pytest
 
-from aps.cli import bench_upstream as bench
-from aps.cli.loadgen import LocalServer
-from aps.engines import local
+from aps.bench import engines as local
+from aps.bench import upstream as bench
+from aps.bench.processes import free_port
+from aps.bench.server import LocalServer
 
 pytestmark = [
     pytest.mark.engine,
@@ -24,7 +25,7 @@ SEATS = 16  # vLLM's --max-num-seqs, and the gateway's max_in_flight for it
 
 
 def start_vllm(tmp_path, name):
-    return local.start_vllm(local.free_port(), None, "tiny", tmp_path / f"{name}.log",
+    return local.start_vllm(free_port(), None, "tiny", tmp_path / f"{name}.log",
                             max_num_seqs=SEATS, cpus=bench.vllm_cpus())
 
 

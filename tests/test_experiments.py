@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from aps.sim.experiment_capacity import meets_slo
-from aps.sim.experiment_kit import by, light_heavy
-from aps.sim.experiments import experiments, run_experiment
+from aps.experiments.capacity import meets_slo
+from aps.experiments.kit import by, light_heavy
+from aps.experiments import experiments, run_experiment
 
 NAMES = ["static-vs-aps", "fairness", "governor", "capacity"]
 

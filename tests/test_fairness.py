@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aps.core import BatchConfig, Request, Scheduler, Tenant
+from aps.core.fastforward import advance_decode, decode_horizon
 from aps.core.policies import POLICIES
 from aps.core.stats import max_service_gap
 
@@ -56,12 +57,12 @@ def simulate(policy, cfg, reqs, fast: bool):
             now = pending[i].arrival if i < len(pending) else plan.next_wakeup
             continue
         dt = 0.005 + 0.0001 * len(plan.scheduled) + 1e-6 * plan.num_batched_tokens
-        k = s.decode_horizon(plan) if fast else 0
+        k = decode_horizon(s, plan) if fast else 0
         if k > 1 and i < len(pending):  # do not run past the next arrival
             k = max(1, min(k, int((pending[i].arrival - now) / dt)))
         if k > 1:
             now += k * dt
-            s.advance_decode(k, now)
+            advance_decode(s, k, now)
         else:
             now += dt
             s.complete_step(plan, now)

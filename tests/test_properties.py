@@ -63,6 +63,18 @@ def check_invariants(s: Scheduler, plan, seen_in_plan):
             assert state.tokens.level <= state.tokens.burst + 1e-9
 
 
+def collect(s: Scheduler, submitted: list, ended: dict) -> None:
+    """Take what ended from the scheduler: each request once, reported as soon as it ended (a
+    submitted request is always either live or reported)."""
+    for r in s.pop_ended():
+        assert r.request_id not in ended, "a request ended twice"
+        assert r.status.is_terminal
+        ended[r.request_id] = r
+    live = set(s.requests)
+    assert {r.request_id for r in submitted} == live | (set(ended) & {r.request_id for r in submitted})
+    assert not live & set(ended)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs(), ts=tenant_sets(), policy=st.sampled_from(POLICIES), reqs=requests,
        cancel_at=st.integers(0, 30))
@@ -89,15 +101,14 @@ def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
                 if rid in s.requests:
                     held = s.cancel(rid, now)
                     assert s.kv.held(rid) == 0 and held not in s.running
+        collect(s, submitted, ended)
         plan = s.step(now)
         step_no += 1
-        for r in plan.finished + plan.rejected + plan.cancelled:
-            assert r.request_id not in ended, "a request ended twice"
-            ended[r.request_id] = r
         check_invariants(s, plan, ended)
         if plan:
             now += 0.01
             s.complete_step(plan, now)
+            collect(s, submitted, ended)
         elif i < len(pending) or s.requests:
             options = [pending[i][1][3]] if i < len(pending) else []
             if plan.next_wakeup is not None:
@@ -145,10 +156,8 @@ def test_upstream_mode_loses_nothing_and_keeps_its_limits(ts, policy, reqs, seat
                 assert r.request_id not in s.requests
             i += 1
         before = {r.tenant_id for r in s.running}
+        collect(s, submitted, ended)
         plan = s.step(now)
-        for r in plan.finished + plan.rejected + plan.cancelled + plan.failed:
-            assert r.request_id not in ended, "a request ended twice"
-            ended[r.request_id] = r
         assert len(s.running) <= seats and s.kv.num_used_blocks <= capacity
         assert s.kv.num_used_blocks == sum(r.prompt_tokens + r.max_tokens for r in s.running)
         over = len(s.running) - max(1, seats - reserved)
@@ -162,19 +171,16 @@ def test_upstream_mode_loses_nothing_and_keeps_its_limits(ts, policy, reqs, seat
             elif a < 10:
                 s.fail(r.request_id, now, "server error")
             elif a < 15 and r.num_output_tokens == 0:
-                s.requeue(r.request_id, now)
+                s.admission.requeue(r.request_id, now)
             elif a < 25 and r.num_output_tokens:
                 s.finish(r.request_id, now, "stop")  # EOS before max_tokens
             else:
                 out = min(r.max_tokens, r.num_output_tokens + 1 + a % 7)
-                s.progress(r.request_id, r.prompt_tokens, out, now)
+                s.admission.progress(r.request_id, r.prompt_tokens, out, now)
                 if out == r.max_tokens:
                     s.finish(r.request_id, now, "length")
+        collect(s, submitted, ended)
         if not s.requests and i == len(pending):
-            final = s.step(now)  # what ended since the last plan
-            for r in final.finished + final.cancelled + final.failed:
-                assert r.request_id not in ended, "a request ended twice"
-                ended[r.request_id] = r
             break
         now += 0.05
     else:

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from aps.sim.plots import render_figure
-from aps.sim.report import format_cell, inline_html, markdown_to_html, write_report
+from aps.experiments.plots import render_figure
+from aps.experiments.report import format_cell, inline_html, markdown_to_html, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

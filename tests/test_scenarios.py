@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from aps.core.tenant import OverLimit
-from aps.sim.scenarios import list_scenarios, load_scenario, parse_scenario
-from aps.sim.workload import WorkloadError
+from aps.workload.scenarios import list_scenarios, load_scenario, parse_scenario
+from aps.workload.workload import WorkloadError
 
 SHIPPED = ["azure-code", "azure-conv", "mooncake", "noisy-neighbour", "seed-stress",
            "seed-tenants", "servegen", "vtc-lmsys"]

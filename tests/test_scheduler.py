@@ -2,7 +2,7 @@ import pytest
 
 from aps.core import (BatchConfig, InvalidRequest, NeverFits, OverLimit, Request, Scheduler,
                       Status, StopReason, Tenant, UnknownRequest, UnknownTenant)
-from drive import ended, run
+from drive import run
 
 
 def tenants(**limits):
@@ -60,9 +60,9 @@ def test_token_bucket_reject_says_when_to_retry_and_refunds_unused():
     assert s.submit(R("r1", prompt=40, out=40), 0.0).ok
     v = s.submit(R("r2", prompt=40, out=40), 0.0)
     assert not v.ok and v.reason == "tokens" and v.retry_after == pytest.approx(6.0)
+    rejected = s.pop_ended()  # reported at once, in the step where it was refused
+    assert [r.request_id for r in rejected] == ["r2"] and rejected[0].status is Status.REJECTED
     plan = s.step(0.0)
-    assert [r.request_id for r in plan.rejected] == ["r2"]
-    assert plan.rejected[0].status is Status.REJECTED
     s.complete_step(plan, 1.0)
     s.finish("r1", 1.0)  # stopped after 1 of 40 output tokens: 39 refunded
     assert s.tenants["a"].tokens.refill(1.0) == pytest.approx(20 + 10 + 39)
@@ -75,9 +75,9 @@ def test_delay_holds_requests_throttled_then_releases_them_in_order():
     assert s.num_waiting == 1 and s.num_throttled == 2
     assert s.requests["r1"].status is Status.THROTTLED
     assert s.next_release(0.0) == pytest.approx(6.0)
-    plans = run(s, [])
-    assert [r.request_id for r in ended(plans)["finished"]] == ["r0", "r1", "r2"]
-    starts = {r.request_id: r.first_scheduled for r in ended(plans)["finished"]}
+    trace = run(s, [])
+    assert [r.request_id for r in trace.finished] == ["r0", "r1", "r2"]
+    starts = {r.request_id: r.first_scheduled for r in trace.finished}
     assert starts["r1"] >= 6.0 - 1e-9 and starts["r2"] >= starts["r1"]
 
 
@@ -88,8 +88,8 @@ def test_demote_queues_over_budget_requests_behind_everyone_else():
     v = s.submit(R("a2", prompt=30, out=30), 0.0)  # over budget: demoted, not refused
     assert not v.ok and v.reason == "tokens" and s.requests["a2"].demoted
     assert s.submit(R("b1", tenant="b"), 0.0).ok  # arrives later, but a2 only gets spare capacity
-    plans = run(s, [])
-    order = [r.request_id for r in ended(plans)["finished"]]
+    trace = run(s, [])
+    order = [r.request_id for r in trace.finished]
     assert order == ["a1", "b1", "a2"]
     state = s.tenants["a"]
     assert state.num_in_flight == 0 and state.tokens.refill(100.0) == pytest.approx(60)
@@ -101,7 +101,7 @@ def test_a_tenant_switched_to_demote_keeps_what_is_queued():
     s.set_tenant(Tenant("a", token_rate=10, token_burst=60, over_limit=OverLimit.DEMOTE))
     s.submit(R("a2", prompt=30, out=30), 0.0)
     assert s.num_waiting == 2
-    assert [r.request_id for r in ended(run(s, []))["finished"]] == ["a1", "a2"]
+    assert [r.request_id for r in run(s, []).finished] == ["a1", "a2"]
 
 
 def test_concurrency_limit_and_request_rate():
@@ -135,7 +135,7 @@ def test_continuous_chunked_prefill_then_decode_and_ttft():
         t += 1.0
         s.complete_step(plan, t)
     assert chunks == [64, 64, 22, 1, 1]
-    r = s.step(t).finished[0]
+    r = s.pop_ended()[0]
     assert r.num_output_tokens == 3 and r.ttft == 3.0 and r.e2e == 5.0 and r.tpot == 1.0
 
 
@@ -158,10 +158,10 @@ def test_kv_exhaustion_preempts_lowest_ranked_and_recomputes_it():
     s = Scheduler(tenants(), policy="priority", batch=BatchConfig(kv_capacity_tokens=64))
     s.submit(R("low", tenant="b", prompt=32, out=20), 0.0)
     s.submit(R("high", tenant="a", prompt=32, out=20), 0.0)
-    plans = run(s, [])
-    preempted = [r.request_id for p in plans for r in p.preempted]
+    trace = run(s, [])
+    preempted = [r.request_id for p in trace.plans for r in p.preempted]
     assert preempted and set(preempted) == {"low"}
-    done = {r.request_id: r for r in ended(plans)["finished"]}
+    done = {r.request_id: r for r in trace.finished}
     assert done["low"].num_output_tokens == 20 and done["low"].num_preemptions >= 1
     assert done["high"].finished < done["low"].finished
     assert s.kv.num_used_blocks == 0
@@ -217,8 +217,8 @@ def test_micro_adaptive_window_shrinks_with_irregular_arrivals():
         regular.submit(R(f"r{i}", arrival=i * 0.002), i * 0.002)
         t += (i * 7919 % 13) * 0.001
         irregular.submit(R(f"i{i}", arrival=t), t)
-    assert regular.governor.window() == pytest.approx(0.010)  # zero entropy
-    assert irregular.governor.window() < 0.5 * regular.governor.window()
+    assert regular.admission.governor.window() == pytest.approx(0.010)  # zero entropy
+    assert irregular.admission.governor.window() < 0.5 * regular.admission.governor.window()
 
 
 # -- cancellation ----------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_cancel_frees_everything_it_held(where):
     expected = {"waiting": 128, "running": 63, "throttled": 0}[where]
     assert refunded == pytest.approx(expected)
     assert s.tenants["a"].num_in_flight == (0 if where != "throttled" else 1)
-    assert [x.request_id for x in s.step(now).cancelled] == [target]
+    assert [x.request_id for x in s.pop_ended()] == [target]
 
 
 def test_fail_ends_a_running_request_as_failed_and_frees_it():
@@ -251,4 +251,4 @@ def test_fail_ends_a_running_request_as_failed_and_frees_it():
     r = s.fail("x", 0.2, "upstream error")
     assert r.status is Status.FAILED and r.reason == "upstream error" and s.kv.held("x") == 0
     assert not s.running and s.tenants["a"].num_in_flight == 0
-    assert [x.request_id for x in s.step(0.2).failed] == ["x"]
+    assert [x.request_id for x in s.pop_ended()] == ["x"]

@@ -47,7 +47,7 @@ def test_reserved_seats_wait_for_a_tenant_with_nothing_running():
     assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["b0"]  # at once, no wait
     s.submit(req("b1", tenant="b", arrival=1.0), now=1.0)
     assert not s.step(1.0).scheduled  # full: b has one running now, like a
-    s.progress("a1", 10, 5, 1.5)  # a has been served more than b
+    s.admission.progress("a1", 10, 5, 1.5)  # a has been served more than b
     s.finish("a0", 2.0)
     assert not s.step(2.0).scheduled  # the freed seat is the reserved one again
     s.finish("a1", 3.0)
@@ -63,38 +63,37 @@ def test_seats_follow_the_servers_at_run_time():
     s = make(seats=4)
     for i in range(4):
         s.submit(req(f"r{i}"), now=0)
-    s.set_max_num_seqs(0)  # every server down: nothing is admitted, nothing is lost
+    s.admission.set_seats(0)  # every server down: nothing is admitted, nothing is lost
     assert not s.step(0.0).scheduled and s.num_waiting == 4
-    s.set_max_num_seqs(3)
+    s.admission.set_seats(3)
     assert len(s.step(1.0).scheduled) == 3
     with pytest.raises(InvalidRequest):
-        s.set_max_num_seqs(-1)
-    with pytest.raises(InvalidRequest):
-        Scheduler([Tenant("a")], "fifo").set_max_num_seqs(3)
+        s.admission.set_seats(-1)
+    assert not hasattr(Scheduler([Tenant("a")], "fifo").admission, "set_seats")  # upstream only
 
 
 def test_progress_charges_the_fair_share_policy_as_tokens_stream():
     s = make(policy="vtc", seats=1)
     s.submit(req("a1", "a"), now=0)
     s.step(0.0)
-    s.progress("a1", 10, 0, now=0.1)
+    s.admission.progress("a1", 10, 0, now=0.1)
     assert s.policy.counters["a"] == 10 and s.requests["a1"].first_token is None
-    s.progress("a1", 10, 3, now=0.2)
+    s.admission.progress("a1", 10, 3, now=0.2)
     r = s.requests["a1"]
     assert r.first_token == 0.2 and r.num_output_tokens == 3
     assert s.policy.counters["a"] == 10 + 2 * 3 and s.service_tokens["a"] == 13
-    s.progress("a1", 10, 5, now=0.3)
+    s.admission.progress("a1", 10, 5, now=0.3)
     assert r.first_token == 0.2 and s.service_tokens["a"] == 15
     with pytest.raises(InvalidRequest):
-        s.progress("a1", 10, 4, now=0.4)  # output never goes back
+        s.admission.progress("a1", 10, 4, now=0.4)  # output never goes back
 
 
 def test_the_servers_prompt_count_corrects_the_estimate_and_the_refund():
     s = make(seats=1, tenants=[Tenant("a", token_rate=1, token_burst=1000)])
     s.submit(req("r", "a", prompt=40, max_tokens=100), now=0)  # reserves 140
     s.step(0.0)
-    s.progress("r", 40, 1, now=0.1)  # streaming: the estimate
-    s.progress("r", 25, 7, now=0.2)  # the server's usage at the end
+    s.admission.progress("r", 40, 1, now=0.1)  # streaming: the estimate
+    s.admission.progress("r", 25, 7, now=0.2)  # the server's usage at the end
     done = s.finish("r", 0.2)
     assert done.prompt_tokens == 25 and done.num_output_tokens == 7
     assert s.service_tokens["a"] == 32
@@ -109,7 +108,7 @@ def test_vtc_serves_the_light_tenant_next_once_the_heavy_one_has_streamed():
     for i in range(2, 5):
         s.submit(req(f"h{i}", "a", arrival=0.01 * i), now=0.01 * i)
     s.submit(req("l1", "b", arrival=0.5), now=0.5)
-    s.progress("h1", 10, 20, now=1.0)
+    s.admission.progress("h1", 10, 20, now=1.0)
     s.finish("h1", 1.0)
     assert [r.request_id for r, _ in s.step(1.0).scheduled] == ["l1"]
 
@@ -119,12 +118,12 @@ def test_requeue_before_the_first_token_keeps_the_place_in_line():
     s.submit(req("first", arrival=0.0), now=0)
     s.step(0.0)
     s.submit(req("second", arrival=1.0), now=1.0)
-    back = s.requeue("first", now=2.0)
+    back = s.admission.requeue("first", now=2.0)
     assert back.status is Status.WAITING and s.num_running == 0 and s.kv.num_used_blocks == 0
     assert [r.request_id for r, _ in s.step(2.0).scheduled] == ["first"]
-    s.progress("first", 10, 1, now=2.5)
+    s.admission.progress("first", 10, 1, now=2.5)
     with pytest.raises(InvalidRequest):
-        s.requeue("first", now=3.0)  # after the first token it can only fail
+        s.admission.requeue("first", now=3.0)  # after the first token it can only fail
 
 
 def test_every_request_ends_once_and_frees_its_reservation():
@@ -132,13 +131,16 @@ def test_every_request_ends_once_and_frees_its_reservation():
     for i in range(5):
         s.submit(req(f"r{i}"), now=0)
     s.step(0.0)
-    s.progress("r0", 10, 2, now=0.1)
+    s.admission.progress("r0", 10, 2, now=0.1)
     s.finish("r0", 0.2)
     s.fail("r1", 0.2, "upstream lost")
     s.cancel("r3", 0.2)  # still waiting
-    s.requeue("r2", 0.2)
+    s.admission.requeue("r2", 0.2)
+    ended = s.pop_ended()  # each reported once, as it ended
+    assert [(r.request_id, r.status.value) for r in ended] == [
+        ("r0", "finished"), ("r1", "failed"), ("r3", "cancelled")]
     plan = s.step(0.3)
-    ended = plan.finished + plan.failed + plan.cancelled
+    assert not s.pop_ended()
     assert sorted(r.request_id for r in ended) == ["r0", "r1", "r3"]
     assert sorted(r.request_id for r, _ in plan.scheduled) == ["r2", "r4"]
     for rid in ("r2", "r4"):

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from aps.cli.loadgen import LocalServer
+from aps.bench.server import LocalServer
 
 CONFIG = """
 speed: 50

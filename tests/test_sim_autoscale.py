@@ -4,9 +4,9 @@ import pytest
 
 from aps.core import BatchConfig
 from aps.perf import make_perf_model
-from aps.sim.scenarios import load_scenario, parse_scenario
+from aps.workload.scenarios import load_scenario, parse_scenario
 from aps.sim.simulator import SimConfig, Simulation
-from aps.sim.workload import WorkloadError
+from aps.workload.workload import WorkloadError
 
 # A quiet tenant all along and a surge from 200 s to 400 s, then quiet again until 900 s.
 SURGE = """
@@ -111,7 +111,7 @@ def test_autoscaling_beats_the_minimum_on_slo_and_the_maximum_on_cost(surge):
 
 
 def test_bad_autoscale_blocks_name_the_line_and_field():
-    with pytest.raises(WorkloadError, match=r"surge.yaml:\d+: field 'autoscale.(min|max)'.*min_replicas <= max_replicas"):
+    with pytest.raises(WorkloadError, match=r"surge.yaml:\d+: field .autoscale.(min|max).*min <= max"):
         parse_scenario(SURGE.replace("max: 6", "max: 0"), "surge.yaml")
     with pytest.raises(WorkloadError, match=r"field 'autoscale.start_s': unknown field"):
         parse_scenario(SURGE.replace("startup_s", "start_s"), "surge.yaml")
@@ -121,7 +121,7 @@ def test_bad_autoscale_blocks_name_the_line_and_field():
 
 def test_the_shipped_scenario_is_autoscaled():
     sc = load_scenario("autoscale-azure-code", requests=50)
-    assert sc.autoscale is not None and sc.autoscale.policy.max_replicas == 8
+    assert sc.autoscale is not None and sc.autoscale.max == 8
     assert sc.autoscale.startup_s == 60
 
 
@@ -148,7 +148,7 @@ def test_simulate_prints_the_replica_counts_and_json_has_them(tmp_path):
 
 
 def test_the_autoscale_experiment_compares_fixed_counts_with_the_autoscaler():
-    from aps.sim.experiments import run_experiment
+    from aps.experiments import run_experiment
     r = run_experiment("autoscale", quick=True, workers=1)
     rows = {row[0]: row for row in r["tables"][0]["rows"]}
     assert set(rows) == {"fixed 1", "fixed 2", "fixed 4", "fixed 6", "fixed 8", "autoscaled",

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 from aps.core import BatchConfig, Tenant
 from aps.core.policies import POLICIES
 from aps.perf import make_perf_model
-from aps.sim.scenarios import load_scenario
+from aps.workload.scenarios import load_scenario
 from aps.perf import BatchShape
-from aps.sim.simulator import SimConfig, Simulation, decode_run, simulate
-from aps.sim.workload import Workload
+from aps.sim.replica import decode_run
+from aps.sim.simulator import SimConfig, Simulation, simulate
+from aps.workload.workload import Workload
 
 PERF = make_perf_model(model="llama-2-7b", gpu="a100-80gb")
 

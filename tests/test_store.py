@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from aps.core import ConfigError, OverLimit, Tenant
-from aps.sim.scenarios import load_scenario
+from aps.workload.scenarios import load_scenario
 from aps.store import Store, StoreError, hash_key
 from aps.store import sqlite as store_sqlite
 from aps.store.export import parse_time, usage_csv, write_trace

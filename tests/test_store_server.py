@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aps.cli import app as cli
-from aps.cli.loadgen import LocalServer
+from aps.bench.server import LocalServer
 from aps.store import Store
 
 ADMIN = "admin-key-for-tests-0123456789"

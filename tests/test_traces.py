@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from aps.core.tenant import Tenant
-from aps.sim import traces
-from aps.sim.generators import Gamma
-from aps.sim.servegen import read_servegen
-from aps.sim.workload import WorkloadError
+from aps.workload import traces
+from aps.workload.generators import Gamma
+from aps.workload.servegen import read_servegen
+from aps.workload.workload import WorkloadError
 
 
 @pytest.mark.parametrize("name, rows, tenants", [

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from aps.cli.loadgen import LocalServer
+from aps.bench.server import LocalServer
 
 UPSTREAM = """
 speed: {speed}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from aps.core.tenant import Tenant
-from aps.sim.workload import Workload, WorkloadError, merge
+from aps.workload.workload import Workload, WorkloadError, merge
 
 
 def make(times, tenants=("a", "b"), name="w"):

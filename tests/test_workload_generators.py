@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from aps.sim import generators as gen
-from aps.sim.workload import WorkloadError
+from aps.workload import generators as gen
+from aps.workload.workload import WorkloadError
 
 
 def rng(seed=0):

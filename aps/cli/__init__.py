@@ -92,7 +92,7 @@ def stress_command(
 
     import httpx
 
-    from aps.cli import loadgen
+    from aps.bench import loadgen
     try:
         result = asyncio.run(loadgen.stress(url.rstrip("/"), per_tenant, tokens))
     except httpx.HTTPError as exc:
@@ -119,7 +119,7 @@ def experiment_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from aps.core import ApsError
-    from aps.sim.experiments import run_experiment
+    from aps.experiments import run_experiment
     out = out or Path("out") / Path(name).stem
     try:
         with Progress("[progress.description]{task.description}", BarColumn(),
@@ -138,7 +138,7 @@ def experiment_command(
 @bench.command("core")
 def bench_core_command(as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
     """Push+pop cost per policy at 1k/100k/1M waiting, and one step with 256 running."""
-    from aps.cli import bench_core as mod
+    from aps.bench import core as mod
     result = mod.run()
     if as_json:
         print(json.dumps(result))
@@ -162,7 +162,7 @@ def bench_sim_command(
     scale: float = typer.Option(1.0, help="fraction of the request counts (for a quick look)"),
 ) -> None:
     """Simulated requests per wall-second: azure-conv tiled to 1M (fast) and 20k (step)."""
-    from aps.cli import bench_sim as mod
+    from aps.bench import sim as mod
     rows = mod.run(policy, scale)
     if as_json:
         print(json.dumps({"runs": rows}))
@@ -184,8 +184,8 @@ def bench_serve_command(
     seconds: float = typer.Option(5.0, help="duration of each throughput run"),
 ) -> None:
     """What the gateway itself costs: added latency, requests/s, streamed tokens/s."""
-    from aps.cli import loadgen
-    result = loadgen.bench_serve(seconds)
+    from aps.bench.serve import bench_serve
+    result = bench_serve(seconds)
     if as_json:
         print(json.dumps(result))
         return
@@ -204,7 +204,7 @@ def bench_store_command(
     rows: int = typer.Option(20_000, help="ledger rows to write"),
 ) -> None:
     """Ledger writes/s with SQLite; added latency and admissions/s of the Redis path."""
-    from aps.cli import bench_store
+    from aps.bench import store as bench_store
     result = bench_store.run(redis_url, rows)
     if as_json:
         print(json.dumps(result))
@@ -223,7 +223,7 @@ def bench_upstream_command(
     fairness: bool = typer.Option(True, help="also run the light-vs-heavy tenant comparison"),
 ) -> None:
     """APS in front of an upstream versus the upstream direct (and LiteLLM when installed)."""
-    from aps.cli import bench_upstream as mod
+    from aps.bench import upstream as mod
     result = mod.run(seconds, requests, fairness)
     if as_json:
         print(json.dumps(result))

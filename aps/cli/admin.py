@@ -109,7 +109,7 @@ def tenants_list(as_json: bool = typer.Option(False, "--json"), db: str = DB) ->
     """The tenants and their limits."""
     rows = _open(db).tenants()
     if as_json:
-        from aps.server.admin_api import tenant_json
+        from aps.server.api.admin import tenant_json
         print(json.dumps([tenant_json(t) for t in rows], indent=2))
         return
     table = Table("tenant", "weight", "bid", "tokens/s", "burst", "req/s", "max concurrent",

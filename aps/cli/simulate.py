@@ -11,8 +11,8 @@ from rich.table import Table
 
 from aps.core import BatchConfig
 from aps.perf import make_perf_model
-from aps.sim.report import json_safe
-from aps.sim.scenarios import load_scenario
+from aps.experiments.report import json_safe
+from aps.workload.scenarios import load_scenario
 from aps.sim.simulator import SimConfig, Simulation
 
 DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "a100-80gb"

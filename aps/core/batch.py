@@ -72,20 +72,17 @@ class BatchConfig:
 
 @dataclass(slots=True)
 class StepPlan:
-    """One iteration's decision, plus every request that ended since the previous plan.
+    """One iteration's decision: what runs now.
 
     `scheduled` pairs each request with the tokens to compute for it this iteration: the whole
     pending prompt or a chunk of it (prefill), or 1 (decode). Hand the plan back to
-    `Scheduler.complete_step` once the iteration has run.
+    `Scheduler.complete_step` once the iteration has run. (What ended is not in the plan: the
+    scheduler reports every ending once, as it happens, through `Scheduler.pop_ended`.)
     """
 
     now: float
     scheduled: list[tuple[Request, int]] = field(default_factory=list)
     preempted: list[Request] = field(default_factory=list)
-    finished: list[Request] = field(default_factory=list)
-    rejected: list[Request] = field(default_factory=list)
-    cancelled: list[Request] = field(default_factory=list)
-    failed: list[Request] = field(default_factory=list)
     stop_reason: StopReason = StopReason.NO_WAITING
     next_wakeup: float | None = None  # when idle: the earliest time a step could do something
 

@@ -13,16 +13,24 @@ _FILLER = (" simulated", " token", " from", " a", " modelled", " GPU", ";", " no
 
 
 class SimulatedEngine:
+    """An Engine and a Backend."""
+
     def __init__(self, perf, speed: float = 1.0, model_name: str | None = None):
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.perf, self.speed = perf, speed
         self.model_name = model_name or f"sim-{perf.name.split('@')[0]}"
-        self.busy_s = 0.0  # modelled GPU time, for utilization
+        self.busy_s = 0.0  # wall seconds spent in iterations (modelled time / speed)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def execute(self, plan: StepPlan) -> dict[str, str]:
-        seconds = self.perf.iteration_time(BatchShape(*plan.shape()))
+        seconds = self.perf.iteration_time(BatchShape(*plan.shape())) / self.speed
         self.busy_s += seconds
-        await asyncio.sleep(seconds / self.speed)
+        await asyncio.sleep(seconds)
         return {req.request_id: _FILLER[req.num_output_tokens % len(_FILLER)]
                 for req, n in plan.scheduled if n == req.num_pending_tokens}

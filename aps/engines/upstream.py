@@ -71,11 +71,10 @@ class UpstreamPool:
         self.router = Router(routing, self.replicas)
         self.model_name = self.replicas[0].model
         self.health_interval_s = health_interval_s
-        self.num_retries = 0
         self._busy_since: float | None = None  # when the pool last went from idle to busy
         self._busy_s = 0.0
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up
-        self._clock = clock
+        self.clock = clock  # monotonic seconds, for breakers and busy time
         # Streams may pause between tokens for as long as the server's queue is; the connect
         # timeout is what detects a dead replica quickly.
         self._timeout = timeout or httpx.Timeout(connect=5.0, read=300.0, write=10.0, pool=None)
@@ -150,7 +149,7 @@ class UpstreamPool:
     # -- capacity and routing --------------------------------------------------------------
 
     def seats(self) -> int:
-        now = self._clock()
+        now = self.clock()
         return sum(r.seats(now) for r in self.replicas)
 
     @property
@@ -161,7 +160,7 @@ class UpstreamPool:
     def pick(self, num_tokens: int, prompt: str, avoid: Iterable[str] = ()) -> Replica | None:
         """A replica that is up and has room, in the router's order. Replicas in `avoid` (that
         already failed this request) are taken only when no other replica is up at all."""
-        now, avoid = self._clock(), set(avoid)
+        now, avoid = self.clock(), set(avoid)
         order = [r for r in self.router.order(prompt) if r.available(now)]
         fresh = [r for r in order if r.url not in avoid]
         for replica in fresh or order:
@@ -173,21 +172,21 @@ class UpstreamPool:
     def busy_s(self) -> float:
         """Wall seconds during which some replica had a request in flight (the gateway's view
         of upstream utilization: it cannot see the servers' GPUs)."""
-        open_s = 0.0 if self._busy_since is None else self._clock() - self._busy_since
+        open_s = 0.0 if self._busy_since is None else self.clock() - self._busy_since
         return self._busy_s + open_s
 
     def acquire(self, replica: Replica, num_tokens: int) -> None:
         if self._busy_since is None:
-            self._busy_since = self._clock()
+            self._busy_since = self.clock()
         replica.num_in_flight += 1
         replica.num_tokens_in_flight += num_tokens
-        replica.breaker.on_send(self._clock())
+        replica.breaker.on_send(self.clock())
 
     def release(self, replica: Replica, num_tokens: int) -> None:
         replica.num_in_flight -= 1
         replica.num_tokens_in_flight -= num_tokens
         if self._busy_since is not None and not any(r.num_in_flight for r in self.replicas):
-            self._busy_s += self._clock() - self._busy_since
+            self._busy_s += self.clock() - self._busy_since
             self._busy_since = None
 
     def on_success(self, replica: Replica) -> None:
@@ -195,8 +194,8 @@ class UpstreamPool:
 
     def on_failure(self, replica: Replica) -> None:
         replica.num_errors += 1
-        was = replica.breaker.state(self._clock())
-        replica.breaker.on_failure(self._clock())
+        was = replica.breaker.state(self.clock())
+        replica.breaker.on_failure(self.clock())
         if was is not BreakerState.OPEN and replica.breaker.opened_at is not None:
             log.warning("upstream %s: circuit open for %.0f s after %d failures", replica.url,
                         replica.breaker.cooldown_s, replica.breaker.num_failures)

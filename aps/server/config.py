@@ -24,7 +24,7 @@
       - {url: http://127.0.0.1:8000, model: tiny, max_in_flight: 64, max_tokens_in_flight: 65536}
     routing: least-outstanding-tokens      # the rest: aps/server/upstream_config.py
     autoscale: {min: 1, max: 8, target_queue: 8, slo_ttft_s: 2.0}  # the aps:desired_replicas
-                             # signal; every field: aps/server/autoscale.py
+                             # signal; every field: aps/core/autoscale.py
 
 Tenants and keys live in the database; `tenants:` (or, with none configured, the seeds' three
 demo tenants and their keys `sk-demo-<tenant>`) only fills an empty database on first start.
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
-from aps.server.autoscale import AutoscaleSettings
+from aps.core.autoscale import AutoscaleConfig, parse_autoscale
 from aps.server.upstream_config import BreakerConfig, CacheConfig, Routing, UpstreamConfig
 
 
@@ -114,7 +114,17 @@ class ServerConfig(BaseModel):
     breaker: BreakerConfig = BreakerConfig()
     health_interval_s: float = Field(2.0, gt=0)
     cache: CacheConfig = CacheConfig()
-    autoscale: AutoscaleSettings = AutoscaleSettings()  # aps:desired_replicas (server/autoscale.py)
+    autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)  # aps:desired_replicas
+
+    @field_validator("autoscale", mode="before")
+    @classmethod
+    def _autoscale(cls, value: Any) -> AutoscaleConfig:
+        if isinstance(value, AutoscaleConfig):
+            return value
+        try:  # the one parser a scenario's autoscale block uses too
+            return parse_autoscale({} if value is None else value)
+        except ConfigError as exc:  # pydantic reports a ValueError as a validation error
+            raise ValueError(str(exc)) from None
 
     @property
     def demo(self) -> bool:
@@ -167,7 +177,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path or 'configuration'}: field '{where}': {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path or 'configuration'}: field '{where}': {message}") from None
     keys = [k for t in config.tenant_configs() for k in t.keys]
     if len(keys) != len(set(keys)):
         raise ConfigError(f"{path or 'configuration'}: an API key is given to two tenants")

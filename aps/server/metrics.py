@@ -1,23 +1,26 @@
 """Prometheus metrics, named after vLLM's where the meaning is the same (`vllm:` -> `aps:`).
 
 Per-tenant series carry a `tenant` label for configured tenants only, so a client cannot grow
-the label set. Gauges are read from the scheduler at scrape time.
+the label set. Gauges are read at scrape time: from the scheduler, the store, and in upstream
+mode the pool (per replica: outstanding requests and tokens, health, breaker state, errors;
+retries; the response cache's hits and misses).
 """
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from aps.core import Request, Status, StepPlan
+from aps.core import Request, Scheduler, Status, StepPlan
 from aps.core.stats import jain_index
+from aps.runtime import Dispatcher
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 _TPOT = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 
 
 class Metrics:
-    def __init__(self, runtime_ref, tenants: list[str]):
-        self._rt = runtime_ref  # a callable returning the Runtime (made after the metrics)
+    def __init__(self, sched: Scheduler, tenants: list[str]):
+        self.sched = sched
         self.tenants = set(tenants)
         self.registry = r = CollectorRegistry()
         t = ["tenant"]
@@ -71,8 +74,7 @@ class _Live:
         self.m = metrics
 
     def collect(self):
-        rt = self.m._rt()
-        sched = rt.sched
+        sched = self.m.sched
         for name, doc, value in (
                 ("aps:num_requests_running", "Requests in the running batch", sched.num_running),
                 ("aps:num_requests_waiting", "Requests in the waiting queue", sched.num_waiting),
@@ -112,3 +114,45 @@ class StoreGauges:
                                 value=float(cluster is not None and cluster.degraded))
         yield GaugeMetricFamily("aps:ledger_pending_rows", "Usage rows kept in memory because "
                                 "the database refused a write", value=len(self.gw.ledger.pending))
+
+
+class UpstreamGauges:
+    """Read from the pool and the cache when scraped."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self.d = dispatcher
+
+    def collect(self):
+        pool, cache = self.d.pool, self.d.cache
+        now = pool.clock()
+        series = {
+            "requests": GaugeMetricFamily("aps:upstream_num_requests_running",
+                                          "Requests in flight to the replica", labels=["upstream"]),
+            "tokens": GaugeMetricFamily("aps:upstream_num_tokens_in_flight", "Prompt + max_tokens "
+                                        "of the requests in flight to the replica",
+                                        labels=["upstream"]),
+            "healthy": GaugeMetricFamily("aps:upstream_healthy", "1 when the replica's health "
+                                         "check passes", labels=["upstream"]),
+            "breaker": GaugeMetricFamily("aps:upstream_breaker_state", "Circuit breaker: 0 closed, "
+                                         "1 open, 2 half-open", labels=["upstream"]),
+            "errors": CounterMetricFamily("aps:upstream_errors", "Failed requests to the replica "
+                                          "(connection, 5xx, 429, broken stream)",
+                                          labels=["upstream"]),
+        }
+        for r in pool.replicas:
+            series["requests"].add_metric([r.url], r.num_in_flight)
+            series["tokens"].add_metric([r.url], r.num_tokens_in_flight)
+            series["healthy"].add_metric([r.url], 1 if r.healthy else 0)
+            series["breaker"].add_metric([r.url], r.breaker.state(now).gauge)
+            series["errors"].add_metric([r.url], r.num_errors)
+        yield from series.values()
+        yield CounterMetricFamily("aps:upstream_retries", "Requests sent again to another "
+                                  "replica after a failure before their first token",
+                                  value=self.d.num_retries)
+        if cache is not None:
+            yield CounterMetricFamily("aps:cache_hits", "Responses served from the cache",
+                                      value=cache.hits)
+            yield CounterMetricFamily("aps:cache_misses", "Cacheable requests not in the cache",
+                                      value=cache.misses)
+            yield GaugeMetricFamily("aps:cache_bytes", "Bytes held by the response cache",
+                                    value=cache.num_bytes)

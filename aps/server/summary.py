@@ -10,11 +10,12 @@ from aps.server.metrics import live_jain
 def summary(gw) -> dict:
     sched, elapsed = gw.sched, max(time.time() - gw.started, 1e-9)
     tokens = sum(sched.service_tokens.values())
-    modelled = gw.engine.busy_s / gw.config.speed  # wall seconds the simulated GPU was busy
     return {
         "uptime_s": elapsed,
         "throughput_tokens_per_s": tokens / elapsed,
-        "gpu_utilization": min(1.0, modelled / elapsed),
+        # wall seconds the backend had work: the simulated GPU's iterations, or some upstream
+        # request in flight
+        "gpu_utilization": min(1.0, gw.backend.busy_s / elapsed),
         "cost_per_1m_tokens_usd": cost_per_1m_tokens(gw.perf.price_per_hour, tokens, elapsed),
         "jain_fairness": live_jain(sched),
         "running": sched.num_running, "waiting": sched.num_waiting,

@@ -1,7 +1,5 @@
-"""Simulated time: workloads, trace readers, scenarios and the discrete-event simulator."""
-from aps.sim.scenarios import Scenario, list_scenarios, load_scenario
+"""The discrete-event simulator: GPU replicas, each driven by a core Scheduler, serving a
+workload in simulated time; the autoscaling scaler, the recorder and the summary."""
 from aps.sim.simulator import SimConfig, Simulation, simulate
-from aps.sim.workload import Workload, WorkloadError
 
-__all__ = ["Scenario", "SimConfig", "Simulation", "Workload", "WorkloadError", "list_scenarios",
-           "load_scenario", "simulate"]
+__all__ = ["SimConfig", "Simulation", "simulate"]

@@ -5,13 +5,13 @@ an iteration or a wake-up (a closing batching window, a throttled request's rele
 broken by sequence number, so a run is a deterministic function of its inputs.
 
 Fast mode: when a replica's batch only decodes and nothing can join it (see
-`Scheduler.decode_horizon`), the iterations up to the next completion, block shortage or
-arrival are summed in closed form and applied at once. Step mode runs every iteration. Both
-give the same per-request times (tests/test_simulator.py checks it).
+`aps.core.fastforward`), the iterations up to the next completion, block shortage or arrival
+are summed in closed form and applied at once. Step mode runs every iteration. Both give the
+same per-request times (tests/sim checks it).
 
 With `SimConfig.autoscale`, replicas are added and drained during the run by
-`aps.sim.autoscaling.ClusterScaler`; arrivals are routed among `routable` replicas only.
-Without it nothing of that runs: the event loop pays one comparison per event.
+`aps.sim.scaler.ClusterScaler`; arrivals are routed among `routable` replicas only. Without it
+nothing of that runs: the event loop pays one comparison per event.
 """
 from __future__ import annotations
 
@@ -22,14 +22,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aps.core import BatchConfig, Request, Scheduler, Status, StepPlan
-from aps.perf import BatchShape, decode_run_time
-from aps.sim.autoscale_spec import ScaleSettings
-from aps.sim.autoscaling import ClusterScaler
-from aps.sim.metrics import Recorder
-from aps.sim.workload import Workload
+from aps.core import BatchConfig, Request, Scheduler, Status
+from aps.core.autoscale import AutoscaleConfig
+from aps.core.fastforward import advance_decode, decode_horizon
+from aps.perf import BatchShape
+from aps.sim.events import Event
+from aps.sim.recorder import Recorder
+from aps.sim.replica import Replica, decode_run
+from aps.sim.scaler import ClusterScaler
+from aps.sim.summary import RunTotals, summarize
+from aps.workload import Workload
 
 ROUTERS = ("round-robin", "least-outstanding-tokens")
+END, KICK = Event.END, Event.KICK
 
 
 @dataclass(slots=True)
@@ -43,38 +48,13 @@ class SimConfig:
     slo_ttft_s: float = 2.0  # what counts as good service, for goodput
     slo_tpot_s: float = 0.2
     timeline_points: int = 0  # > 0: sample queue depth and service about this many times
-    autoscale: ScaleSettings | None = None  # replicas come and go (aps.sim.autoscaling)
+    autoscale: AutoscaleConfig | None = None  # replicas come and go (aps.sim.scaler)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; known: {', '.join(ROUTERS)}")
-
-
-@dataclass(slots=True, eq=False)
-class Replica:
-    index: int
-    sched: Scheduler
-    plan: StepPlan | None = None  # the iteration in flight
-    jump: int = 0  # iterations the plan stands for (fast mode), 0: one step
-    kick_at: float = math.inf  # a pending wake-up
-    outstanding_tokens: int = 0
-    busy_s: float = 0.0
-    flops: float = 0.0
-    iterations: int = 0
-    scheduled: int = 0  # requests summed over iterations, for the mean batch size
-    draining: bool = False  # takes no new requests; removed once empty (autoscaling)
-
-
-def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
-    """Seconds and FLOPs of `k` decode iterations starting from `shape`, each adding one
-    token to every request's context, in closed form (both are linear in the context)."""
-    d, c0 = shape.num_decode, shape.decode_ctx_sum
-    seconds = decode_run_time(perf.decode_terms(d), c0, d, k)
-    f0 = perf.iteration_flops(shape)
-    f1 = perf.iteration_flops(BatchShape(0, 0, 0, d, c0 + d)) - f0
-    return seconds, k * f0 + f1 * k * (k - 1) / 2
 
 
 class Simulation:
@@ -84,45 +64,41 @@ class Simulation:
         self.cfg = config or SimConfig()
         self.replicas: list[Replica] = []  # every replica the run had, for the summary
         scale = self.cfg.autoscale
-        for _ in range(scale.policy.clamp(self.cfg.replicas) if scale else self.cfg.replicas):
-            self._new_replica()
+        for _ in range(scale.clamp(self.cfg.replicas) if scale else self.cfg.replicas):
+            self.new_replica()
         self.routable = self.replicas  # where arrivals may go; a copy once replicas can leave
         self.rec = Recorder(workload)
-        self._record = self.rec.plan
         self.scaler: ClusterScaler | None = None
         if scale is not None:
             self.scaler = ClusterScaler(self, scale)
             self.routable = list(self.replicas)
-            self._record = self._record_and_scale
-        self._events: list[tuple[float, int, int, Replica]] = []  # (time, seq, kind, replica)
+        self._events: list[tuple[float, int, Event, Replica | None]] = []  # (time, seq, kind, replica)
         self._seq = itertools.count()
         self._rr = 0
         self._progress = progress
         self.now = 0.0
 
-    def _new_replica(self) -> Replica:
+    # -- what the scaler uses --------------------------------------------------------------
+
+    def new_replica(self) -> Replica:
         replica = Replica(len(self.replicas), Scheduler(self.w.tenants, self.cfg.policy,
                                                         self.cfg.batch, **self.cfg.policy_params))
         self.replicas.append(replica)
         return replica
 
-    def _record_and_scale(self, plan: StepPlan) -> None:
-        self.rec.plan(plan)
-        self.scaler.ended(plan)
+    def schedule(self, t: float, event: Event, replica: Replica | None) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), event, replica))
 
-    # -- event plumbing --------------------------------------------------------------------
-
-    def _push(self, t: float, kind: int, replica: Replica) -> None:
-        heapq.heappush(self._events, (t, next(self._seq), kind, replica))
+    # -- the loop --------------------------------------------------------------------------
 
     def _kick(self, replica: Replica, t: float) -> None:
         if replica.plan is None and t < replica.kick_at:
             replica.kick_at = t
-            self._push(t, _KICK, replica)
+            self.schedule(t, KICK, replica)
 
     def run(self) -> dict:
-        w, events = self.w, self._events
-        arrivals = w.arrival_s.tolist()  # plain floats: numpy scalars are slow one at a time
+        events = self._events
+        arrivals = self.w.arrival_s.tolist()  # plain floats: numpy scalars are slow one at a time
         n, i = len(arrivals), 0
         started = time.perf_counter()
         every = _sample_interval(arrivals, self.cfg.timeline_points)
@@ -144,20 +120,30 @@ class Simulation:
                     self._progress(i)
                 continue
             t, _, kind, replica = heapq.heappop(events)
-            if kind > _KICK:  # the autoscaler's: they do not move the clock of the work
+            if kind > KICK:  # the autoscaler's: they do not move the clock of the work
                 self.scaler.on_event(kind, replica, t, i < n)
                 continue
             self.now = t
-            if kind == _END:
+            if kind is END:
                 self._end_iteration(replica, t)
                 self._step(replica, t, arrivals[i] if i < n else math.inf)
             elif t == replica.kick_at:
                 replica.kick_at = math.inf
                 if replica.plan is None:
                     self._step(replica, t, arrivals[i] if i < n else math.inf)
-        for replica in self.replicas:  # collect what ended in the last iterations
-            self.rec.plan(replica.sched.step(self.now))
-        return self.rec.summary(self, time.perf_counter() - started)
+        return summarize(self.rec, self._totals(time.perf_counter() - started))
+
+    def _settle(self, replica: Replica) -> None:
+        """Record what ended on `replica`, in the step where it ended."""
+        ended = replica.sched.pop_ended()
+        if not ended:
+            return
+        self.rec.ended(ended)
+        if self.scaler is not None:
+            self.scaler.ended(ended, self.now)
+        for req in ended:
+            if req.status is Status.FINISHED:
+                replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
 
     # -- arrivals and routing --------------------------------------------------------------
 
@@ -174,7 +160,9 @@ class Simulation:
         req = Request(str(i), w.tenants[w.tenant[i]].tenant_id, prompt, out,
                       self.now, int(w.bid[i]))
         replica.sched.submit(req, self.now)
-        if req.status is not Status.REJECTED:
+        if req.status is Status.REJECTED:
+            self._settle(replica)
+        else:
             replica.outstanding_tokens += prompt + out
         self.rec.routed(i, replica.index)
         self._kick(replica, self.now)
@@ -184,7 +172,6 @@ class Simulation:
     def _step(self, replica: Replica, now: float, next_arrival: float) -> None:
         sched = replica.sched
         plan = sched.step(now)
-        self._record(plan)
         if not plan:
             if replica.draining and not sched.requests:
                 self.scaler.retire(replica, now)
@@ -195,7 +182,7 @@ class Simulation:
                 self._kick(replica, plan.next_wakeup)
             return
         shape = BatchShape(*plan.shape())
-        k = sched.decode_horizon(plan) if self.cfg.fast else 0
+        k = decode_horizon(sched, plan) if self.cfg.fast else 0
         if k > 1:
             horizon = min(next_arrival, sched.next_release(now))
             k, seconds, flops = self._jump(shape, k, now, horizon)
@@ -209,7 +196,7 @@ class Simulation:
         replica.flops += flops
         replica.iterations += k
         replica.scheduled += k * len(plan.scheduled)
-        self._push(now + seconds, _END, replica)
+        self.schedule(now + seconds, END, replica)
 
     def _jump(self, shape: BatchShape, k: int, now: float,
               horizon: float) -> tuple[int, float, float]:
@@ -232,14 +219,25 @@ class Simulation:
     def _end_iteration(self, replica: Replica, t: float) -> None:
         plan, replica.plan = replica.plan, None
         if replica.jump:
-            done = replica.sched.advance_decode(replica.jump, t)
+            advance_decode(replica.sched, replica.jump, t)
         else:
-            done = replica.sched.complete_step(plan, t)
-        for req in done:
-            replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
+            replica.sched.complete_step(plan, t)
+        self._settle(replica)
 
+    # -- the summary -----------------------------------------------------------------------
 
-_END, _KICK = 0, 1
+    def _totals(self, wall_s: float) -> RunTotals:
+        rs, scaler, w = self.replicas, self.scaler, self.w
+        makespan = max(self.now - float(w.arrival_s[0]), 1e-12) if len(w) else 0.0
+        return RunTotals(
+            makespan_s=makespan, wall_s=wall_s, replicas=len(rs),
+            replica_seconds=None if scaler is None else scaler.replica_seconds(self.now),
+            busy_s=sum(r.busy_s for r in rs), flops=sum(r.flops for r in rs),
+            iterations=sum(r.iterations for r in rs), scheduled=sum(r.scheduled for r in rs),
+            service=self.rec.service(rs), price_per_hour=self.perf.price_per_hour,
+            peak_flops=self.perf.peak_flops, slo_ttft_s=self.cfg.slo_ttft_s,
+            slo_tpot_s=self.cfg.slo_tpot_s,
+            autoscale=None if scaler is None else scaler.summary(self.now, makespan))
 
 
 def _sample_interval(arrivals: list[float], points: int) -> float:

@@ -1,0 +1,185 @@
+"""Fair share by virtual token counters (vtc), alone or inside strict priority classes."""
+from __future__ import annotations
+
+import heapq
+from typing import Mapping
+
+from aps.core.errors import ConfigError
+from aps.core.policies.base import Partitioned
+from aps.core.policies.priority import Fifo
+from aps.core.request import Request
+
+
+class VirtualTokenCounter(Partitioned):
+    """VTC (Sheng et al., OSDI 2024): serve the backlogged tenant with the least weighted service.
+
+    A tenant's counter grows by `(w_in * prompt + w_out * output tokens) / weight` as tokens are
+    actually processed. A tenant that returns from idle is lifted to the smallest counter among
+    backlogged tenants (or to the last served tenant's counter if none), so idling banks no credit.
+    Within a tenant, requests run in arrival order.
+    """
+
+    name = "vtc"
+
+    def __init__(self, weights: Mapping[str, float] | None = None, w_in: float = 1.0,
+                 w_out: float = 2.0, counters: dict[str, float] | None = None):
+        if w_in < 0 or w_out < 0 or w_in + w_out == 0:
+            raise ConfigError(f"vtc: token weights must be >= 0 and not both 0: {w_in}, {w_out}")
+        super().__init__()
+        self._weights = weights if weights is not None else {}
+        self.w_in, self.w_out = w_in, w_out
+        self.counters: dict[str, float] = {} if counters is None else counters
+        self.charged: dict[str, float] = {}  # weighted service given here (no lifts): shared
+        self._queues: dict[str, Fifo] = self._parts  # per tenant, by arrival
+        self._tenants: list[tuple[float, int, str]] = []  # lazy heap of backlogged tenants
+        self._in_heap: set[str] = set()
+        # Equal counters are common (token counts are integers): break ties by a fixed order
+        # per tenant, so the choice never depends on how often the heap was refreshed.
+        self._order: dict[str, int] = {}
+        self._len = 0
+        self._last_served = 0.0
+
+    def push(self, req: Request) -> None:
+        tenant = req.tenant_id
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = Fifo()
+            self._order[tenant] = len(self._order)
+        if not queue:
+            self._lift(tenant)
+        queue.push(req)
+        self._len += 1
+        if tenant not in self._in_heap:
+            self._in_heap.add(tenant)
+            heapq.heappush(self._tenants, (self.counters[tenant], self._order[tenant], tenant))
+
+    def _lift(self, tenant: str) -> None:
+        floor = self._min_backlogged()
+        if floor is None:
+            floor = self._last_served
+        self.counters[tenant] = max(self.counters.get(tenant, 0.0), floor)
+
+    def _min_backlogged(self) -> float | None:
+        top = self._top()
+        return None if top is None else self.counters[top]
+
+    def _top(self) -> str | None:
+        """The backlogged tenant with the smallest counter, refreshing stale heap entries.
+
+        Counters only grow, so an entry is never larger than its tenant's counter: when the
+        top entry is current it is the true minimum.
+        """
+        heap = self._tenants
+        while heap:
+            counter, _, tenant = heap[0]
+            if not self._queues[tenant]:
+                heapq.heappop(heap)
+                self._in_heap.discard(tenant)
+            elif counter != self.counters[tenant]:
+                heapq.heapreplace(heap, (self.counters[tenant], self._order[tenant], tenant))
+            else:
+                return tenant
+        return None
+
+    def pop(self) -> Request:
+        tenant = self._top()
+        if tenant is None:
+            raise IndexError("pop from an empty queue")
+        self._len -= 1
+        self._last_served = self.counters[tenant]
+        return self._queues[tenant].pop()
+
+    def peek(self) -> Request | None:
+        tenant = self._top()
+        return None if tenant is None else self._queues[tenant].peek()
+
+    def _key_of(self, req: Request) -> str:
+        return req.tenant_id
+
+    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
+        cost = (self.w_in * prefill_tokens + self.w_out * decode_tokens) / \
+            self._weights.get(req.tenant_id, 1.0)
+        tenant = req.tenant_id
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost
+        self.charged[tenant] = self.charged.get(tenant, 0.0) + cost
+
+    def add_service(self, tenant: str, cost: float) -> None:
+        """Service given to `tenant` by other replicas (weighted, as in `charged`): it moves the
+        counter like local service, but is not counted in `charged` (which is what this replica
+        reports). Counters only grow, so the heap stays valid."""
+        if cost > 0:
+            self.counters[tenant] = self.counters.get(tenant, 0.0) + cost
+
+    def rank(self, req: Request) -> tuple:
+        """The order `pop` serves in: counter, then the fixed tenant order, then arrival."""
+        tenant = req.tenant_id
+        return (self.counters.get(tenant, 0.0), self._order.get(tenant, len(self._order)),
+                req.arrival)
+
+    def heads(self) -> list[Request]:
+        """Counters move with service, so any backlogged tenant's oldest request may be next."""
+        return [q.peek() for q in self._queues.values() if q]
+
+
+class ClassThenVtc(Partitioned):
+    """Strict priority classes (the request's bid, higher first); VTC fair share inside a class.
+
+    Counters are shared across classes: service in any class counts against the tenant.
+    """
+
+    name = "class+vtc"
+
+    def __init__(self, weights: Mapping[str, float] | None = None, w_in: float = 1.0,
+                 w_out: float = 2.0):
+        super().__init__()
+        self.counters: dict[str, float] = {}
+        self._make = lambda: VirtualTokenCounter(weights, w_in, w_out, self.counters)
+        self._classes: dict[int, VirtualTokenCounter] = self._parts
+        self._by_bid: list[VirtualTokenCounter] = []  # highest bid first
+        self._any = self._make()  # does the counting for note_progress
+
+    def _highest(self) -> VirtualTokenCounter | None:
+        for cls in self._by_bid:
+            if cls:
+                return cls
+        return None
+
+    def push(self, req: Request) -> None:
+        cls = self._classes.get(req.bid)
+        if cls is None:
+            cls = self._classes[req.bid] = self._make()
+            self._by_bid = [self._classes[b] for b in sorted(self._classes, reverse=True)]
+        cls.push(req)
+        self._len += 1
+
+    def pop(self) -> Request:
+        cls = self._highest()
+        if cls is None:
+            raise IndexError("pop from an empty queue")
+        self._len -= 1
+        return cls.pop()
+
+    def peek(self) -> Request | None:
+        cls = self._highest()
+        return None if cls is None else cls.peek()
+
+    def _key_of(self, req: Request) -> int:
+        return req.bid
+
+    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
+        self._any.note_progress(req, prefill_tokens, decode_tokens)
+
+    @property
+    def charged(self) -> dict[str, float]:
+        return self._any.charged
+
+    def add_service(self, tenant: str, cost: float) -> None:
+        self._any.add_service(tenant, cost)
+
+    def rank(self, req: Request) -> tuple:
+        cls = self._classes.get(req.bid)
+        return (-req.bid, *(cls.rank(req) if cls else (self.counters.get(req.tenant_id, 0.0),)))
+
+    def heads(self) -> list[Request]:
+        cls = self._highest()
+        return [] if cls is None else cls.heads()

@@ -1,0 +1,147 @@
+"""What every driver of a Scheduler in wall time shares.
+
+    driver = Runtime(scheduler, engine) | Dispatcher(scheduler, pool)
+    await driver.start()
+    verdict, stream = driver.submit(request)    # InvalidRequest for bad input
+    async for text in stream: ...               # the request's text as it comes
+    driver.cancel(request.request_id)           # the client went away
+    await driver.drain(timeout_s)               # stop accepting, let in-flight work finish
+
+Time is the monotonic clock since the driver was made, so the scheduler sees the same kind of
+`now` as in the simulator, only advancing by itself. Every request that ends is reported once,
+as it ends (`on_end`: metrics, the usage ledger), before its stream closes: whoever reads a
+stream's end finds the end already reported. A loop that crashes fails every live request, so
+no client waits on a stream that will never end.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from aps.core import Request, Scheduler, Status, Verdict
+from aps.runtime.stream import Stream
+
+log = logging.getLogger("aps.runtime")
+
+
+class Draining(Exception):
+    """The driver no longer accepts requests: it is shutting down."""
+
+
+class Driver:
+    """A subclass writes `_loop` (one turn: step the scheduler, run what it planned) and may
+    extend `submit`, `_forget` (drop what it kept for an ended request) and `_drained`."""
+
+    name = "driver"
+
+    def __init__(self, scheduler: Scheduler, clock: Callable[[], float],
+                 on_end: Callable[[Request], None] | None = None):
+        self.sched = scheduler
+        self._clock, self._t0 = clock, clock()
+        self._on_end = on_end
+        self._streams: dict[str, Stream] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.accepting = True
+
+    def now(self) -> float:
+        return self._clock() - self._t0
+
+    @property
+    def num_streams(self) -> int:
+        return len(self._streams)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"aps-{self.name}")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(self, req: Request, call: object = None) -> tuple[Verdict, Stream | None]:
+        """Queue a request. Returns the verdict and, unless it was refused, its stream.
+        (`call`, the client's body, is for drivers that forward it.)"""
+        self._check_accepting()
+        req.arrival = self.now()
+        verdict = self.sched.submit(req, req.arrival)
+        if req.status is Status.REJECTED:
+            self._settle()  # a refusal is reported like any other end
+            return verdict, None
+        stream = self._streams[req.request_id] = Stream(req)
+        self._wake.set()
+        return verdict, stream
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise Draining("the server is shutting down")
+
+    def cancel(self, request_id: str) -> None:
+        """Drop a request if it is still live (a no-op once it has ended)."""
+        if request_id in self.sched.requests:
+            self.sched.cancel(request_id, self.now())
+            self._settle()
+            self._wake.set()
+
+    def _fail(self, request_id: str, reason: str, error: Exception | None = None) -> None:
+        """End a live request as FAILED; its stream carries `error` for the client."""
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.error = error
+        self.sched.fail(request_id, self.now(), reason)
+
+    def _settle(self) -> None:
+        """Report every request that ended since the last call, then close its stream."""
+        for req in self.sched.pop_ended():
+            if self._on_end is not None:
+                self._on_end(req)
+            self._forget(req)
+            stream = self._streams.pop(req.request_id, None)
+            if stream is not None:
+                stream.close()
+
+    def _forget(self, req: Request) -> None:
+        """Drop what the driver kept for an ended request."""
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception:
+            log.exception("%s loop crashed; failing every live request", self.name)
+            for request_id in list(self.sched.requests):
+                self._fail(request_id, "internal error")
+            self._settle()
+            raise
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until something wakes the loop (a submit, a cancel, an end), or `timeout` passes."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- shutting down ---------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.
+        Returns how many were cancelled."""
+        self.accepting = False
+        self._wake.set()
+        deadline = self.now() + timeout_s
+        while self.sched.requests and self.now() < deadline:
+            await asyncio.sleep(min(0.01, max(0.0, deadline - self.now())))
+        left = list(self.sched.requests)
+        for request_id in left:
+            self.cancel(request_id)
+        if self._task is not None:
+            self._wake.set()
+            await self._task
+        await self._drained()
+        return len(left)
+
+    async def _drained(self) -> None:
+        """After the loop has stopped: what else to wind down."""

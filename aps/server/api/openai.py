@@ -1,0 +1,119 @@
+"""OpenAI-compatible routes: completions, chat completions (with SSE streaming), models."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import APIRouter, Header, Request as HttpRequest
+from fastapi.responses import StreamingResponse
+
+from aps.core import Request, Status
+from aps.engines.upstream_http import UpstreamCall
+from aps.server.api.client import disconnected
+from aps.server.api.schemas import ChatBody, CompletionBody
+
+router = APIRouter(prefix="/v1")
+
+DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 256}  # OpenAI's completions default is 16
+
+
+def _usage(req: Request) -> dict:
+    return {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.num_output_tokens,
+            "total_tokens": req.prompt_tokens + req.num_output_tokens}
+
+
+def _finish_reason(req: Request) -> str:
+    return "length" if req.num_output_tokens >= req.max_tokens else "stop"
+
+
+@router.get("/models")
+async def models(http: HttpRequest, authorization: str | None = Header(None)):
+    gw = http.app.state.gateway
+    gw.caller(authorization)
+    return {"object": "list", "data": [{"id": gw.backend.model_name, "object": "model",
+                                        "created": int(gw.started), "owned_by": "aps"}]}
+
+
+@router.post("/completions")
+async def completions(body: CompletionBody, http: HttpRequest,
+                      authorization: str | None = Header(None)):
+    prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+    return await _generate(http, authorization, body, prompt, chat=False)
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatBody, http: HttpRequest,
+                           authorization: str | None = Header(None)):
+    prompt = "\n".join(f"{m.role}: {m.text()}" for m in body.messages)
+    return await _generate(http, authorization, body, prompt, chat=True)
+
+
+async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: bool):
+    gw = http.app.state.gateway
+    caller = gw.caller(authorization)
+    kind = "chat" if chat else "completion"
+    req, stream = await gw.submit(caller, prompt, body.limit(DEFAULT_MAX_TOKENS[kind]),
+                                  body.priority, "chatcmpl" if chat else "cmpl",
+                                  UpstreamCall(chat, body.model_dump(exclude_unset=True), prompt))
+    model = gw.backend.model_name
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(gw, http, req, stream, model, chat, usage),
+                                 media_type="text/event-stream")
+    text = await gw.collect(http, req, stream)
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "finish_reason": _finish_reason(req), "logprobs": None}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": _finish_reason(req), "logprobs": None}
+    return {"id": req.request_id, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [choice], "usage": _usage(req)}
+
+
+async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bool,
+               include_usage: bool):
+    """Server-sent events in OpenAI's chunk format, ending in `data: [DONE]`.
+
+    A client that goes away cancels the request: a watcher waits for the disconnect message
+    (whether the server notices a failed write depends on the HTTP implementation uvicorn uses).
+    """
+    watcher = asyncio.ensure_future(disconnected(http))
+    watcher.add_done_callback(lambda t: t.cancelled() or gw.runtime.cancel(req.request_id))
+    base = {"id": req.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model}
+
+    def event(choices: list, **extra) -> str:
+        return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
+
+    def piece(text: str | None, finish: str | None, first: bool = False) -> dict:
+        if chat:
+            delta = {"role": "assistant", "content": text or ""} if first else \
+                ({"content": text} if text is not None else {})
+            return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+
+    # Token events differ only in their text: encode the rest once (the hot path of streaming).
+    head, _, tail = event([piece("\0", None)]).partition(json.dumps("\0"))
+
+    def token(text: str) -> str:
+        return head + json.dumps(text) + tail
+
+    try:
+        first = True
+        async for text in stream:
+            yield event([piece(text, None, first)]) if first else token(text)
+            first = False
+        await gw.recorded(req)  # its usage row is written before its last event
+        if req.status is not Status.FINISHED:
+            error = {"message": f"request {req.status.value}: {req.reason}", "type": "server_error",
+                     "code": req.status.value}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        else:
+            yield event([piece(None, _finish_reason(req), first)])
+            if include_usage:
+                yield event([], usage=_usage(req))
+        yield "data: [DONE]\n\n"
+    finally:
+        watcher.cancel()
+        gw.runtime.cancel(req.request_id)  # a no-op when it already ended

@@ -1,0 +1,218 @@
+"""What the routes share: one Gateway around one Scheduler, its backend and the driver that
+runs it, the tenants and their keys, metrics, the usage ledger and, in cluster mode, Redis.
+
+The backend is built once: the simulated GPU (driven per iteration by a Runtime) or, with
+`upstreams:`, a pool of upstream servers (driven per request by a Dispatcher).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+import uuid
+
+from fastapi import Request as HttpRequest
+
+from aps.core import InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
+from aps.engines import Backend, SimulatedEngine
+from aps.engines.upstream import UpstreamPool
+from aps.engines.upstream_http import UpstreamCall, UpstreamError
+from aps.perf import make_perf_model
+from aps.runtime import Dispatcher, Draining, Driver, Runtime, Stream
+from aps.server import errors
+from aps.server.api.client import count_tokens, disconnected
+from aps.server.autoscale import AutoscaleSignal
+from aps.server.config import ServerConfig
+from aps.server.errors import ApiError
+from aps.server.metrics import Metrics, StoreGauges, UpstreamGauges
+from aps.server.upstream_config import make_replicas
+from aps.store import Store
+from aps.store.cluster import Cluster, StoreUnavailable
+from aps.store.directory import Caller, Directory
+from aps.store.ledger import Ledger, unix_clock
+
+log = logging.getLogger("aps.server")
+
+
+class Gateway:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.perf = make_perf_model(config.model, config.gpu)
+        self.store = Store(config.store.path)
+        self.directory = Directory(self.store, [(t.tenant(), t.keys)
+                                                for t in config.tenant_configs()])
+        self.cluster = None
+        if config.store.redis_url:
+            s = config.store
+            self.cluster = Cluster(s.redis_url, s.redis_down, s.redis_timeout_s, s.sync_s,
+                                   on_change=self.apply_tenants)
+        tenants = [self._local(t) for t in self.directory.tenants.values()]
+        self.sched = Scheduler(tenants, config.policy,
+                               config.batch_config(int(self.perf.kv_capacity_tokens)),
+                               **config.policy_params)
+        self.metrics = Metrics(self.sched, list(self.directory.tenants))
+        self.metrics.registry.register(StoreGauges(self))
+        self.backend, self.runtime = self._build_backend()
+        self.ledger = Ledger(self.store, config.prices, unix_clock(self.runtime.now))
+        self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.runtime.now,
+                                         replicas=max(1, len(config.upstreams)))
+        self.metrics.registry.register(self.autoscale)
+        self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
+        self.started = time.time()
+
+    def _build_backend(self) -> tuple[Backend, Driver]:
+        config = self.config
+        if config.upstreams:  # real servers behind the gateway: it owns the queue
+            pool = UpstreamPool(make_replicas(config.upstreams, config.breaker), config.routing,
+                                config.health_interval_s)
+            driver = Dispatcher(self.sched, pool, config.retries, config.cache.make(),
+                                on_end=self.on_end)
+            self.metrics.registry.register(UpstreamGauges(driver))
+            return pool, driver
+        engine = SimulatedEngine(self.perf, config.speed)
+        return engine, Runtime(self.sched, engine, on_end=self.on_end,
+                               on_iteration=self.metrics.on_iteration)
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def _local(self, tenant: Tenant) -> Tenant:
+        return tenant if self.cluster is None else self.cluster.local_view(tenant)
+
+    def apply_tenants(self, tenants=None) -> None:
+        """Give the scheduler the tenants' current limits (all of them, or those given)."""
+        for tenant in (self.directory.tenants.values() if tenants is None else tenants):
+            self.sched.set_tenant(self._local(tenant))
+            self.metrics.tenants.add(tenant.tenant_id)
+
+    def reload(self) -> None:
+        """Pick up tenants and keys written by the CLI, the admin API or another replica.
+        A removed tenant's keys stop working at once; its requests in flight finish."""
+        self.apply_tenants(self.directory.reload())
+
+    async def watch_store(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.store.reload_s)
+            try:
+                if self.directory.changed():
+                    self.reload()
+                self.ledger.flush()  # rows a failed write kept, if any
+            except sqlite3.Error as exc:
+                log.error("cannot read the database %s: %s", self.store.path, exc)
+
+    def caller(self, authorization: str | None, named: str | None = None,
+               keyless_ok: bool = False) -> Caller:
+        """Who a request acts for: its key's tenant, or in demo mode a named one."""
+        if authorization:
+            key = authorization.removeprefix("Bearer ").strip()
+            caller = self.directory.lookup(key)
+            if caller is None:
+                raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
+            if named is not None and named != caller.tenant_id:
+                raise ApiError(403, "tenant_id does not match the API key", "tenant_mismatch")
+            return caller
+        if keyless_ok and self.config.demo and named in self.directory.tenants:
+            return Caller(named, "")
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def submit(self, caller: Caller, prompt: str, max_tokens: int, bid: int | None,
+                     id_prefix: str, call: UpstreamCall | None = None) -> tuple[Request, Stream]:
+        """Queue a request or raise the HTTP error that says why not. `call` is the client's
+        body, for upstream servers (the seeds' /infer sends its bare prompt)."""
+        tenant = caller.tenant_id
+        req = Request(f"{id_prefix}-{uuid.uuid4().hex[:24]}", tenant, count_tokens(prompt),
+                      max_tokens, 0.0, bid)
+        if not self.runtime.accepting:
+            raise ApiError(503, "the server is shutting down", "draining", errors.retry_after(5))
+        if self.cluster is not None:
+            await self._admit_shared(req)
+        self._key_prefix[req.request_id] = caller.key_prefix
+        try:
+            verdict, stream = self.runtime.submit(
+                req, call or UpstreamCall(False, {"prompt": prompt}, prompt))
+        except (Draining, InvalidRequest) as exc:
+            self._key_prefix.pop(req.request_id, None)
+            self._refund_shared(req)
+            if isinstance(exc, Draining):
+                raise ApiError(503, str(exc), "draining", errors.retry_after(5)) from None
+            raise ApiError(400, str(exc), "invalid_request") from None
+        if stream is None:
+            self._refund_shared(req)
+            raise self._refusal(tenant, verdict)
+        return req, stream
+
+    async def _admit_shared(self, req: Request) -> None:
+        tenant = self.directory.tenants.get(req.tenant_id)
+        if tenant is None:
+            raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
+        try:
+            taken = await self.cluster.admit(req, tenant)
+        except StoreUnavailable as exc:
+            raise ApiError(503, f"{exc}; retry later", "store_unavailable",
+                           errors.retry_after(1)) from None
+        if taken is not None and not taken.ok and not req.demoted:
+            raise self._refusal(req.tenant_id, Verdict(False, taken.reason, taken.retry_after))
+
+    def _refund_shared(self, req: Request) -> None:
+        """A request the local scheduler refused never ran: give back its shared reservation."""
+        if self.cluster is not None:
+            self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
+
+    def _refusal(self, tenant: str, verdict) -> ApiError:
+        headers = errors.retry_after(verdict.retry_after)
+        state, now = self.sched.tenants[tenant], self.runtime.now()
+        for kind, bucket in (("tokens", state.tokens), ("requests", state.requests)):
+            if bucket is not None:
+                level = bucket.refill(now)
+                headers.update({f"x-ratelimit-limit-{kind}": f"{bucket.burst:g}",
+                                f"x-ratelimit-remaining-{kind}": str(int(level)),
+                                f"x-ratelimit-reset-{kind}": f"{(bucket.burst - level) / bucket.rate:.3f}s"})
+        if verdict.reason == "queue_full":
+            return ApiError(503, "the queue is full; retry later", "queue_full", headers)
+        if verdict.retry_after is None:  # a concurrency limit: waiting may or may not help
+            return ApiError(429, f"tenant {tenant!r} is over its {verdict.reason} limit",
+                            verdict.reason, headers)
+        return ApiError(429, f"tenant {tenant!r} is over its {verdict.reason} limit; retry in "
+                             f"{verdict.retry_after:.2f} s", "rate_limit_exceeded", headers)
+
+    def on_end(self, req: Request) -> None:
+        """Every request, once, as it ends: metrics, the ledger row, the shared bucket refund."""
+        self.metrics.on_end(req)
+        self.autoscale.on_end(req, self.runtime.now())
+        prefix = self._key_prefix.pop(req.request_id, "")
+        self.ledger.record(req, prefix, self.backend.model_name)
+        if self.cluster is not None:
+            self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
+
+    async def recorded(self, req: Request) -> None:
+        """Return once the ended request's usage row is committed: a handler awaits this before
+        it tells its client the request ended, so an acknowledged request is always billed.
+        (The driver reports an end, queueing the row, before it ends the request's stream.)"""
+        await self.ledger.settled()
+
+    async def collect(self, http: HttpRequest, req: Request, stream: Stream) -> str:
+        """The whole text, cancelling the request if the client goes away first."""
+        text = asyncio.ensure_future(stream.text())
+        gone = asyncio.ensure_future(disconnected(http))
+        done, _ = await asyncio.wait({text, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if text not in done:
+            text.cancel()
+            self.runtime.cancel(req.request_id)
+            raise ApiError(499, "client closed the request", "client_closed")
+        gone.cancel()
+        await self.recorded(req)
+        if req.status is not Status.FINISHED:
+            raise ended_error(req, stream.error)
+        return text.result()
+
+
+def ended_error(req: Request, error: Exception | None) -> ApiError:
+    """The HTTP error for a request that ended without finishing (its client still waiting)."""
+    if isinstance(error, UpstreamError):  # a client's 4xx from the server is passed on as is
+        status = 502 if error.retryable or error.status is None else error.status
+        return ApiError(status, error.message, "upstream_error")
+    if req.status is Status.CANCELLED:  # by the server: its drain ran out of time
+        return ApiError(503, f"request cancelled: {req.reason}", "draining", errors.retry_after(5))
+    return ApiError(500, f"request {req.status.value}: {req.reason}", "engine_error")

@@ -1,0 +1,33 @@
+"""One simulated replica: a core Scheduler and the accounting of the GPU it runs on."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aps.core import Scheduler, StepPlan
+from aps.perf import BatchShape, decode_run_time
+
+
+@dataclass(slots=True, eq=False)
+class Replica:
+    index: int
+    sched: Scheduler
+    plan: StepPlan | None = None  # the iteration in flight
+    jump: int = 0  # iterations the plan stands for (fast mode), 0: one step
+    kick_at: float = math.inf  # a pending wake-up
+    outstanding_tokens: int = 0
+    busy_s: float = 0.0
+    flops: float = 0.0
+    iterations: int = 0
+    scheduled: int = 0  # requests summed over iterations, for the mean batch size
+    draining: bool = False  # takes no new requests; removed once empty (autoscaling)
+
+
+def decode_run(perf, shape: BatchShape, k: int) -> tuple[float, float]:
+    """Seconds and FLOPs of `k` decode iterations starting from `shape`, each adding one
+    token to every request's context, in closed form (both are linear in the context)."""
+    d, c0 = shape.num_decode, shape.decode_ctx_sum
+    seconds = decode_run_time(perf.decode_terms(d), c0, d, k)
+    f0 = perf.iteration_flops(shape)
+    f1 = perf.iteration_flops(BatchShape(0, 0, 0, d, c0 + d)) - f0
+    return seconds, k * f0 + f1 * k * (k - 1) / 2

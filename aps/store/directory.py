@@ -1,0 +1,55 @@
+"""Who may call: the tenants and live API keys of the store, kept in memory and reloaded when
+the database changes (the CLI or another gateway replica wrote to it)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aps.core import Tenant
+from aps.store.sqlite import Store, hash_key
+
+log = logging.getLogger("aps.tenants")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant_id: str
+    key_prefix: str
+
+
+class Directory:
+    def __init__(self, store: Store, seed: list[tuple[Tenant, list[str]]]):
+        self.store = store
+        if not store.tenants():
+            for tenant, keys in seed:
+                store.put_tenant(tenant)
+                for key in keys:
+                    store.create_key(tenant.tenant_id, key)
+            log.info("empty database %s: created tenants %s", store.path,
+                     ", ".join(t.tenant_id for t, _ in seed))
+        self.tenants: dict[str, Tenant] = {}
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._version = None
+        self.reload()
+
+    def lookup(self, key: str) -> Caller | None:
+        found = self._keys.get(hash_key(key))
+        return None if found is None else Caller(*found)
+
+    def changed(self) -> bool:
+        """Whether another connection has written since the last reload."""
+        return self.store.data_version() != self._version
+
+    def reload(self) -> list[Tenant]:
+        """Read tenants and keys again. Returns the tenants added or changed (a removed
+        tenant's keys are gone from the table: nothing else to do)."""
+        self._version = self.store.data_version()
+        tenants = {t.tenant_id: t for t in self.store.tenants()}
+        self._keys = self.store.key_table()
+        changed = [t for t in tenants.values() if self.tenants.get(t.tenant_id) != t]
+        removed = [tid for tid in self.tenants if tid not in tenants]
+        first, self.tenants = not self.tenants, tenants
+        if (changed or removed) and not first:
+            log.info("tenants reloaded: %d added or changed, %d removed%s", len(changed),
+                     len(removed), f" ({', '.join(removed)})" if removed else "")
+        return changed
