@@ -242,3 +242,27 @@ def test_a_disconnected_request_gets_its_unused_tokens_back(server):
     assert status["in_flight"] == 0
     # reserved 100,001 tokens up front; only the prompt and the tokens generated are kept
     assert status["tokens_available"] > 200_000 - 1_000
+
+
+def test_utilization_is_the_wall_time_the_simulated_gpu_ran(server):
+    """Busy time is the simulated GPU's iteration time in wall seconds (modelled time / speed)."""
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-acme", max_retries=0)
+    s0 = summary(server)
+    spent = 0.0
+    for _ in range(4):  # one at a time: the GPU runs while each request runs
+        t0 = time.perf_counter()
+        c.completions.create(model="m", prompt="hello", max_tokens=200)
+        spent += time.perf_counter() - t0
+    s1 = summary(server)
+    busy = s1["gpu_utilization"] * s1["uptime_s"] - s0["gpu_utilization"] * s0["uptime_s"]
+    assert 0.5 * spent <= busy <= 1.02 * spent, (busy, spent)
+
+
+def test_the_summary_of_a_fresh_gateway_is_valid_json(tmp_path):
+    """Before any token is served the cost per token is undefined: null, not a 500."""
+    s = start_server(tmp_path, CONFIG)
+    try:
+        r = httpx.get(s.url + "/metrics?format=json")
+        assert r.status_code == 200 and r.json()["cost_per_1m_tokens_usd"] is None
+    finally:
+        s.stop()

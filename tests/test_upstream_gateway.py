@@ -38,10 +38,10 @@ def upstream(tmp_path, name, speed=200, port=None):
 
 
 def gateway(tmp_path, ups, routing="round-robin", key="sk-upstream", max_in_flight=16,
-            health=0.3):
+            health=0.3, extra=""):
     lines = "\n".join(f"  - {{url: {u.url}/v1, model: sim-llama-3-8b, api_key: {key}, "
                       f"max_in_flight: {max_in_flight}}}" for u in ups)
-    return LocalServer(GATEWAY.format(upstreams=lines, routing=routing, health=health),
+    return LocalServer(extra + GATEWAY.format(upstreams=lines, routing=routing, health=health),
                        log_path=tmp_path / "gateway.log")
 
 
@@ -213,3 +213,27 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(tmp_path):
     finally:
         gw.stop()
         slow.stop()
+
+
+def busy_seconds(server) -> float:
+    s = httpx.get(server.url + "/metrics?format=json", timeout=5).json()
+    return s["gpu_utilization"] * s["uptime_s"]
+
+
+def test_utilization_is_the_wall_time_upstream_requests_were_in_flight(tmp_path):
+    """In upstream mode the summary's busy time is wall time with a request in flight: it is not
+    scaled by `speed` (a setting of the simulated GPU, which this gateway does not run)."""
+    ups = [upstream(tmp_path, "slow", speed=1)]
+    gw = gateway(tmp_path, ups, extra="speed: 50\n")
+    try:
+        c = client(gw)
+        before, spent = busy_seconds(gw), 0.0
+        for _ in range(4):  # one at a time: the gateway is busy exactly while each runs
+            t0 = time.perf_counter()
+            c.completions.create(model="m", prompt="hello", max_tokens=16)
+            spent += time.perf_counter() - t0
+        busy = busy_seconds(gw) - before
+        assert 0.6 * spent <= busy <= 1.02 * spent, (busy, spent)
+    finally:
+        gw.stop()
+        ups[0].stop()

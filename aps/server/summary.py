@@ -16,7 +16,9 @@ def summary(gw) -> dict:
         # wall seconds the backend had work: the simulated GPU's iterations, or some upstream
         # request in flight
         "gpu_utilization": min(1.0, gw.backend.busy_s / elapsed),
-        "cost_per_1m_tokens_usd": cost_per_1m_tokens(gw.perf.price_per_hour, tokens, elapsed),
+        # null until a token is served (JSON has no infinity)
+        "cost_per_1m_tokens_usd": (cost_per_1m_tokens(gw.perf.price_per_hour, tokens, elapsed)
+                                   if tokens else None),
         "jain_fairness": live_jain(sched),
         "running": sched.num_running, "waiting": sched.num_waiting,
         "throttled": sched.num_throttled, "kv_cache_usage": sched.kv.usage,
