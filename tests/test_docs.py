@@ -293,3 +293,15 @@ def test_link_checker(tmp_path: Path):
                                                     "#nope"]
     assert [broken(page, t) for _, t in relative_links(page)] == [
         None, "no such file", None, "no heading #nope in a.md"]
+
+
+REPO_PATH = re.compile(r"`((?:aps|tests|scripts|benchmarks|notebooks|data|docs)/[\w./-]*\w)`")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_quoted_repository_paths_exist(path: Path):
+    """A file or folder of this repository quoted in the docs (`aps/core/...`) exists."""
+    missing = [f"{path.relative_to(ROOT)}:{number}: {quoted}"
+               for number, line in enumerate(path.read_text().splitlines(), 1)
+               for quoted in REPO_PATH.findall(line) if not (ROOT / quoted).exists()]
+    assert not missing, "quoted paths that do not exist:\n" + "\n".join(missing)

@@ -7,7 +7,7 @@ only decodes does not change, so a simulator may account many iterations at once
     if k > 1:
         advance_decode(sched, k, t)    # instead of `complete_step(plan, t)`; t: the k-th end
 
-Both give exactly what stepping k times would (tests/sim checks it to 1e-9).
+Both give exactly what stepping k times would (tests/sim/test_simulator.py checks it to 1e-9).
 """
 from __future__ import annotations
 

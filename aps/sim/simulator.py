@@ -7,7 +7,7 @@ broken by sequence number, so a run is a deterministic function of its inputs.
 Fast mode: when a replica's batch only decodes and nothing can join it (see
 `aps.core.fastforward`), the iterations up to the next completion, block shortage or arrival
 are summed in closed form and applied at once. Step mode runs every iteration. Both give the
-same per-request times (tests/sim checks it).
+same per-request times (tests/sim/test_simulator.py checks it).
 
 With `SimConfig.autoscale`, replicas are added and drained during the run by
 `aps.sim.scaler.ClusterScaler`; arrivals are routed among `routable` replicas only. Without it

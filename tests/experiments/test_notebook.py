@@ -7,7 +7,7 @@ import nbformat
 from nbclient import NotebookClient
 
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "research_demo.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "research_demo.ipynb"
 TIMEOUT_S = 300  # per cell; the experiment cell is the slow one
 
 def execute(nb: nbformat.NotebookNode, tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
