@@ -30,8 +30,8 @@ read by `parse_autoscale` (every field is optional; the defaults are the ones sh
       target_queue: 8         # waiting requests per replica before adding one
       kv_high: 0.85           # mean KV usage above which to add replicas
       kv_low: 0.5             # ... below which to remove them
-      slo_ttft_s: 2.0         # what a request that met its SLO looks like
-      slo_tpot_s: 0.2
+      slo_ttft_s: 2.0         # what a request that met its SLO looks like (default: the
+      slo_tpot_s: 0.2         #   simulation's --slo-ttft/--slo-tpot; 2.0 and 0.2 s in the gateway)
       slo_target: 0.9         # fraction of requests ended in the last slo_window_s that
       slo_window_s: 60        #   should meet it
       up_cooldown_s: 30       # no scale-up within this long of the last change
@@ -60,8 +60,8 @@ class AutoscaleConfig:
     target_queue: float = 8.0  # waiting requests one replica may hold
     kv_high: float = 0.85  # mean KV usage above which to add replicas
     kv_low: float = 0.5  # ... and below which replicas may go
-    slo_ttft_s: float = 2.0
-    slo_tpot_s: float = 0.2
+    slo_ttft_s: float | None = None  # None: the SLO the caller judges by (`slo`)
+    slo_tpot_s: float | None = None
     slo_target: float = 0.9  # fraction of recent requests meeting the SLO
     slo_window_s: float = 60.0
     up_cooldown_s: float = 30.0
@@ -84,7 +84,7 @@ class AutoscaleConfig:
             raise ConfigError(f"autoscale: max_step_up and max_step_down must be >= 1, got "
                               f"{self.max_step_up} and {self.max_step_down}")
         for name in ("interval_s", "target_queue", "slo_ttft_s", "slo_tpot_s", "slo_window_s"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"autoscale: {name} must be > 0, got {getattr(self, name)}")
         for name in ("up_cooldown_s", "down_cooldown_s", "stabilization_s", "startup_s"):
             if getattr(self, name) < 0:
@@ -92,6 +92,11 @@ class AutoscaleConfig:
 
     def clamp(self, n: int) -> int:
         return max(self.min, min(self.max, n))
+
+    def slo(self, ttft_s: float, tpot_s: float) -> tuple[float, float]:
+        """The (TTFT, TPOT) a request must meet, this block's or else the ones given."""
+        return (ttft_s if self.slo_ttft_s is None else self.slo_ttft_s,
+                tpot_s if self.slo_tpot_s is None else self.slo_tpot_s)
 
 
 _INTEGERS = frozenset({"min", "max", "max_step_up", "max_step_down"})

@@ -9,7 +9,8 @@ A driver (the simulator in simulated time, the server in wall time) repeats:
         ...
 
 and calls `submit`, `finish`, `cancel` and `fail` as requests arrive, stop early, go away or
-cannot run. How a step's batch is formed is the batch mode's admission strategy
+cannot run. Ended requests wait in the scheduler until `pop_ended` takes them: a driver calls it
+after each of those calls and each step. How a step's batch is formed is the batch mode's admission strategy
 (`aps.core.batching`); in upstream mode the servers run the iterations and the driver reports
 through the strategy (`scheduler.admission`: `progress`, `requeue`, `set_seats`). A simulator
 may skip decode-only stretches with `aps.core.fastforward`.

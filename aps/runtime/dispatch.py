@@ -14,7 +14,6 @@ after the first token the request fails and its stream carries the error.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,7 +26,6 @@ from aps.engines.upstream_http import UpstreamCall, UpstreamError
 from aps.runtime.driver import Driver
 from aps.runtime.stream import Stream
 
-log = logging.getLogger("aps.dispatch")
 _IDLE_RECHECK_S = 0.25  # with requests waiting, look again this often (a replica may be back)
 
 
@@ -132,13 +130,13 @@ class Dispatcher(Driver):
     async def _serve(self, job: _Job) -> None:
         req, pool = job.req, self.pool
         rid, tokens = req.request_id, req.prompt_tokens + req.max_tokens
+        stream = self._streams[rid]
         replica = pool.pick(tokens, job.call.prompt, job.tried)
         if replica is None:  # no single replica has room for it now: wait for one
             self.upstream.requeue(rid, self.now())
             return
         pool.acquire(replica, tokens)
         estimate = req.prompt_tokens
-        stream = self._streams[rid]
         try:
             usage, finish = None, None
             async for chunk in pool.stream(replica, job.call, req.max_tokens, req.bid):
@@ -180,7 +178,7 @@ class Dispatcher(Driver):
             job.attempts += 1
             job.tried.add(url)
             self.num_retries += 1
-            log.info("request %s: %s failed before its first token (%s); retrying elsewhere",
+            self.log.info("request %s: %s failed before its first token (%s); retrying elsewhere",
                      req.request_id, url, exc)
             self.upstream.requeue(req.request_id, now)
             return

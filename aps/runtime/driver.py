@@ -22,8 +22,6 @@ from typing import Callable
 from aps.core import Request, Scheduler, Status, Verdict
 from aps.runtime.stream import Stream
 
-log = logging.getLogger("aps.runtime")
-
 
 class Draining(Exception):
     """The driver no longer accepts requests: it is shutting down."""
@@ -44,6 +42,8 @@ class Driver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.accepting = True
+        self._refusal = "the server is shutting down"  # why, once not accepting
+        self.log = logging.getLogger(f"aps.{self.name}")
 
     def now(self) -> float:
         return self._clock() - self._t0
@@ -72,7 +72,7 @@ class Driver:
 
     def _check_accepting(self) -> None:
         if not self.accepting:
-            raise Draining("the server is shutting down")
+            raise Draining(self._refusal)
 
     def cancel(self, request_id: str) -> None:
         """Drop a request if it is still live (a no-op once it has ended)."""
@@ -92,7 +92,10 @@ class Driver:
         """Report every request that ended since the last call, then close its stream."""
         for req in self.sched.pop_ended():
             if self._on_end is not None:
-                self._on_end(req)
+                try:
+                    self._on_end(req)
+                except Exception:  # a failed report must not leave its client waiting
+                    self.log.exception("reporting the end of request %s failed", req.request_id)
             self._forget(req)
             stream = self._streams.pop(req.request_id, None)
             if stream is not None:
@@ -107,10 +110,15 @@ class Driver:
         try:
             await self._loop()
         except Exception:
-            log.exception("%s loop crashed; failing every live request", self.name)
+            self.log.exception("the %s loop crashed; failing every live request", self.name)
+            self.accepting = False  # nothing would step the scheduler for a new request
+            self._refusal = "the scheduling loop stopped after an internal error"
             for request_id in list(self.sched.requests):
                 self._fail(request_id, "internal error")
             self._settle()
+            for stream in self._streams.values():
+                stream.close()
+            self._streams.clear()
             raise
 
     async def _loop(self) -> None:

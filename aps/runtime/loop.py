@@ -2,15 +2,12 @@
 runs the plan's iteration on the engine, pushes the sampled text and accounts the step."""
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable
 
 from aps.core import Request, Scheduler, Status, StepPlan
 from aps.engines import Engine, EngineError
 from aps.runtime.driver import Driver
-
-log = logging.getLogger("aps.runtime")
 
 
 class Runtime(Driver):
@@ -41,7 +38,7 @@ class Runtime(Driver):
         try:
             pieces = await self.engine.execute(plan)
         except EngineError as exc:
-            log.warning("iteration failed, failing %d requests: %s", len(plan.scheduled), exc)
+            self.log.warning("iteration failed, failing %d requests: %s", len(plan.scheduled), exc)
             for req, _ in plan.scheduled:
                 if req.request_id in self.sched.requests:
                     self._fail(req.request_id, str(exc), exc)

@@ -1,4 +1,4 @@
-"""The HTTP gateway: FastAPI routes in front of the runtime."""
+"""The HTTP gateway: FastAPI routes in front of one Gateway (aps.server.gateway)."""
 from aps.server.app import create_app
 from aps.server.config import ServerConfig, load_config
 

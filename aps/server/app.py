@@ -33,14 +33,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await gateway.backend.start()
-        await gateway.runtime.start()
+        await gateway.driver.start()
         tasks = [asyncio.create_task(gateway.watch_store(), name="aps-store-watch"),
                  asyncio.create_task(gateway.autoscale.run(), name="aps-autoscale")]
         if gateway.cluster is not None:
             tasks.append(asyncio.create_task(gateway.cluster.run(lambda: gateway.sched.policy),
                                              name="aps-cluster"))
         yield
-        cancelled = await gateway.runtime.drain(config.drain_timeout_s)
+        cancelled = await gateway.driver.drain(config.drain_timeout_s)
         if cancelled:
             log.warning("shut down with %d requests unfinished (cancelled)", cancelled)
         await gateway.backend.close()

@@ -19,6 +19,7 @@ from aps.core import Request, Scheduler, Status
 from aps.core.autoscale import AutoscaleConfig, Autoscaler, Decision, SloWindow
 
 log = logging.getLogger("aps.autoscale")
+SLO = (2.0, 0.2)  # (TTFT, TPOT) seconds a request must meet when the block names none
 
 
 class AutoscaleSignal:
@@ -30,13 +31,14 @@ class AutoscaleSignal:
         self.replicas = replicas  # engines this gateway serves with now
         self.autoscaler = Autoscaler(settings)
         self.slo = SloWindow(settings.slo_window_s)
+        self.slo_ttft_s, self.slo_tpot_s = settings.slo(*SLO)
         self.decision = Decision(settings.clamp(replicas), "no observation yet")
 
     def on_end(self, req: Request, now: float) -> None:
         if req.status is not Status.FINISHED or req.ttft is None:
             return  # cancelled, failed or refused requests say nothing about latency
-        s, tpot = self.settings, req.tpot
-        self.slo.add(now, req.ttft <= s.slo_ttft_s and (tpot is None or tpot <= s.slo_tpot_s))
+        tpot = req.tpot
+        self.slo.add(now, req.ttft <= self.slo_ttft_s and (tpot is None or tpot <= self.slo_tpot_s))
 
     def tick(self) -> Decision:
         now = self.now()

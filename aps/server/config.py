@@ -178,6 +178,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
+        if message.startswith(f"{where}."):  # a nested parser named the key: name it once
+            where, _, message = message.partition(": ")
         raise ConfigError(f"{path or 'configuration'}: field '{where}': {message}") from None
     keys = [k for t in config.tenant_configs() for k in t.keys]
     if len(keys) != len(set(keys)):

@@ -53,9 +53,9 @@ class Gateway:
                                **config.policy_params)
         self.metrics = Metrics(self.sched, list(self.directory.tenants))
         self.metrics.registry.register(StoreGauges(self))
-        self.backend, self.runtime = self._build_backend()
-        self.ledger = Ledger(self.store, config.prices, unix_clock(self.runtime.now))
-        self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.runtime.now,
+        self.backend, self.driver = self._build_backend()
+        self.ledger = Ledger(self.store, config.prices, unix_clock(self.driver.now))
+        self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.driver.now,
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)
         self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
@@ -124,20 +124,22 @@ class Gateway:
         tenant = caller.tenant_id
         req = Request(f"{id_prefix}-{uuid.uuid4().hex[:24]}", tenant, count_tokens(prompt),
                       max_tokens, 0.0, bid)
-        if not self.runtime.accepting:
+        if not self.driver.accepting:
             raise ApiError(503, "the server is shutting down", "draining", errors.retry_after(5))
         if self.cluster is not None:
             await self._admit_shared(req)
-        self._key_prefix[req.request_id] = caller.key_prefix
+        self._key_prefix[req.request_id] = caller.key_prefix  # for its ledger row, at its end
         try:
-            verdict, stream = self.runtime.submit(
+            verdict, stream = self.driver.submit(
                 req, call or UpstreamCall(False, {"prompt": prompt}, prompt))
-        except (Draining, InvalidRequest) as exc:
+        except BaseException as exc:  # never queued: nothing else will clean up after it
             self._key_prefix.pop(req.request_id, None)
             self._refund_shared(req)
             if isinstance(exc, Draining):
                 raise ApiError(503, str(exc), "draining", errors.retry_after(5)) from None
-            raise ApiError(400, str(exc), "invalid_request") from None
+            if isinstance(exc, InvalidRequest):
+                raise ApiError(400, str(exc), "invalid_request") from None
+            raise
         if stream is None:
             self._refund_shared(req)
             raise self._refusal(tenant, verdict)
@@ -162,7 +164,7 @@ class Gateway:
 
     def _refusal(self, tenant: str, verdict) -> ApiError:
         headers = errors.retry_after(verdict.retry_after)
-        state, now = self.sched.tenants[tenant], self.runtime.now()
+        state, now = self.sched.tenants[tenant], self.driver.now()
         for kind, bucket in (("tokens", state.tokens), ("requests", state.requests)):
             if bucket is not None:
                 level = bucket.refill(now)
@@ -180,7 +182,7 @@ class Gateway:
     def on_end(self, req: Request) -> None:
         """Every request, once, as it ends: metrics, the ledger row, the shared bucket refund."""
         self.metrics.on_end(req)
-        self.autoscale.on_end(req, self.runtime.now())
+        self.autoscale.on_end(req, self.driver.now())
         prefix = self._key_prefix.pop(req.request_id, "")
         self.ledger.record(req, prefix, self.backend.model_name)
         if self.cluster is not None:
@@ -199,7 +201,7 @@ class Gateway:
         done, _ = await asyncio.wait({text, gone}, return_when=asyncio.FIRST_COMPLETED)
         if text not in done:
             text.cancel()
-            self.runtime.cancel(req.request_id)
+            self.driver.cancel(req.request_id)
             raise ApiError(499, "client closed the request", "client_closed")
         gone.cancel()
         await self.recorded(req)

@@ -37,14 +37,15 @@ class DrainingServer(uvicorn.Server):
         if self._draining:
             return super().handle_exit(sig, frame)
         self._draining = True
-        self.gateway.runtime.accepting = False
+        self.gateway.driver.accepting = False
         log.warning("draining: refusing new requests, waiting up to %.0f s for %d in flight",
                     self.drain_timeout_s, len(self.gateway.sched.requests))
         asyncio.get_running_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        runtime, deadline = self.gateway.runtime, self.gateway.runtime.now() + self.drain_timeout_s
-        while self.gateway.sched.requests and runtime.now() < deadline:
+        driver = self.gateway.driver
+        deadline = driver.now() + self.drain_timeout_s
+        while self.gateway.sched.requests and driver.now() < deadline:
             await asyncio.sleep(0.02)
         self.should_exit = True
 

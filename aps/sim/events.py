@@ -1,4 +1,7 @@
-"""What the simulator's event heap holds (arrivals are read in order from the workload)."""
+"""What the simulator's event heap holds (arrivals are read in order from the workload).
+
+The autoscaler's events come after the replicas' own: the loop tells them apart with one
+comparison, `kind > KICK`, and they never move the clock of the work."""
 from enum import IntEnum
 
 
@@ -8,7 +11,3 @@ class Event(IntEnum):
     TICK = 2  # the autoscaler looks at the cluster
     READY = 3  # a replica that was starting becomes routable
 
-    @property
-    def moves_clock(self) -> bool:
-        """The autoscaler's events do not move the clock of the work (makespan, throughput)."""
-        return self <= Event.KICK

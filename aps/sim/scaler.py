@@ -36,10 +36,12 @@ class Cluster(Protocol):
 
 
 class ClusterScaler:
-    def __init__(self, sim: Cluster, settings: AutoscaleConfig):
+    def __init__(self, sim: Cluster, settings: AutoscaleConfig, slo: tuple[float, float]):
+        """`slo`: the (TTFT, TPOT) a request must meet, unless the settings name their own."""
         self.sim, self.s = sim, settings
         self.autoscaler = Autoscaler(settings)
         self.slo = SloWindow(settings.slo_window_s)
+        self.slo_ttft_s, self.slo_tpot_s = settings.slo(*slo)
         self.starting: list[Replica] = []
         self.since: dict[int, float] = {}  # replica index -> provisioned at
         self.until: dict[int, float] = {}  # replica index -> removed at
@@ -72,11 +74,11 @@ class ClusterScaler:
 
     def ended(self, requests: list[Request], now: float) -> None:
         """Feed the SLO window with the requests that finished."""
-        s = self.s
         for req in requests:
             if req.status is Status.FINISHED:
                 tpot = req.tpot
-                self.slo.add(now, req.ttft <= s.slo_ttft_s and (tpot is None or tpot <= s.slo_tpot_s))
+                self.slo.add(now, req.ttft <= self.slo_ttft_s and
+                             (tpot is None or tpot <= self.slo_tpot_s))
 
     def retire(self, replica: Replica, t: float) -> None:
         """A draining replica has emptied: it is removed."""

@@ -70,7 +70,7 @@ class Simulation:
         self.rec = Recorder(workload)
         self.scaler: ClusterScaler | None = None
         if scale is not None:
-            self.scaler = ClusterScaler(self, scale)
+            self.scaler = ClusterScaler(self, scale, (self.cfg.slo_ttft_s, self.cfg.slo_tpot_s))
             self.routable = list(self.replicas)
         self._events: list[tuple[float, int, Event, Replica | None]] = []  # (time, seq, kind, replica)
         self._seq = itertools.count()
@@ -120,7 +120,7 @@ class Simulation:
                     self._progress(i)
                 continue
             t, _, kind, replica = heapq.heappop(events)
-            if kind > KICK:  # the autoscaler's: they do not move the clock of the work
+            if kind > KICK:  # the autoscaler's (TICK, READY): they do not move the work's clock
                 self.scaler.on_event(kind, replica, t, i < n)
                 continue
             self.now = t

@@ -11,10 +11,10 @@ from aps.runtime import Draining, Runtime
 PERF = make_perf_model("llama-3-8b", "a100-80gb")
 
 
-def make(speed=50.0, policy="fifo", seats=8, tenants=None, engine=None):
+def make(speed=50.0, policy="fifo", seats=8, tenants=None, engine=None, on_end=None):
     sched = Scheduler(tenants or [Tenant("a", bid=10), Tenant("b", bid=1)], policy=policy,
                       batch=BatchConfig(max_num_seqs=seats, kv_capacity_tokens=200_000))
-    return Runtime(sched, engine or SimulatedEngine(PERF, speed=speed))
+    return Runtime(sched, engine or SimulatedEngine(PERF, speed=speed), on_end=on_end)
 
 
 def run(coro):
@@ -112,7 +112,74 @@ def test_an_engine_error_fails_the_requests_and_ends_their_streams():
         _, stream = rt.submit(Request("r1", "a", 20, 5, 0.0))
         pieces = [p async for p in stream]
         await rt.drain(1.0)
-        return pieces, stream.request, rt
-    pieces, req, rt = run(main())
+        return pieces, stream, rt
+    pieces, stream, rt = run(main())
+    req = stream.request
     assert pieces == [] and req.status is Status.FAILED and req.reason == "device lost"
+    assert isinstance(stream.error, EngineError)  # for the server to say why
     assert rt.sched.kv.num_used_blocks == 0
+
+
+def test_every_end_is_reported_once_before_its_stream_closes_refusals_included():
+    async def main():
+        reported, seen_at_close = [], {}
+        rt = make(tenants=[Tenant("a", token_rate=10, token_burst=100), Tenant("b")],
+                  on_end=lambda req: reported.append((req.request_id, req.status)))
+        await rt.start()
+        _, s1 = rt.submit(Request("r1", "a", 40, 40, 0.0))
+        _, refused = rt.submit(Request("r2", "a", 40, 40, 0.0))  # over the bucket
+        assert refused is None and reported == [("r2", Status.REJECTED)]  # at once
+        _, s3 = rt.submit(Request("r3", "b", 20, 300, 0.0))
+        async for _ in s1:
+            pass
+        seen_at_close["r1"] = list(reported)
+        rt.cancel("r3")
+        seen_at_close["r3"] = list(reported)
+        await s3.done.wait()
+        await rt.drain(1.0)
+        return reported, seen_at_close
+    reported, seen = run(main())
+    assert reported == [("r2", Status.REJECTED), ("r1", Status.FINISHED), ("r3", Status.CANCELLED)]
+    assert ("r1", Status.FINISHED) in seen["r1"] and ("r3", Status.CANCELLED) in seen["r3"]
+
+
+def test_a_failing_end_report_still_closes_the_stream():
+    def on_end(req):
+        raise RuntimeError("metrics are broken")
+
+    async def main():
+        rt = make(on_end=on_end)
+        await rt.start()
+        _, stream = rt.submit(Request("r1", "a", 20, 5, 0.0))
+        pieces = [p async for p in stream]  # ends: the loop survives a failed report
+        _, again = rt.submit(Request("r2", "a", 20, 5, 0.0))
+        await again.done.wait()
+        await rt.drain(1.0)
+        return pieces, stream.request, again.request
+    pieces, first, second = run(main())
+    assert len(pieces) == 5 and first.status is second.status is Status.FINISHED
+
+
+class CrashingEngine:
+    """Not an EngineError: a bug in the loop's own path."""
+    model_name = "crashing"
+
+    async def execute(self, plan):
+        raise RuntimeError("bug")
+
+
+def test_a_crashed_loop_fails_every_request_ends_every_stream_and_refuses_new_ones():
+    async def main():
+        rt = make(engine=CrashingEngine(), seats=1)
+        await rt.start()
+        _, running = rt.submit(Request("r1", "a", 20, 5, 0.0))
+        _, waiting = rt.submit(Request("r2", "a", 20, 5, 0.0))
+        await asyncio.wait_for(asyncio.gather(running.done.wait(), waiting.done.wait()), 5)
+        with pytest.raises(Draining, match="internal error"):
+            rt.submit(Request("r3", "a", 20, 5, 0.0))
+        with pytest.raises(RuntimeError, match="bug"):
+            await rt._task
+        return running.request, waiting.request, rt
+    first, second, rt = run(main())
+    assert first.status is second.status is Status.FAILED
+    assert not rt.sched.requests and rt.num_streams == 0 and rt.sched.kv.num_used_blocks == 0

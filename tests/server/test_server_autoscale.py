@@ -78,8 +78,8 @@ def test_a_backlog_raises_the_desired_count_and_a_drained_queue_lowers_it(tmp_pa
 def test_a_bad_autoscale_block_is_refused_with_the_field_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("autoscale: {min: 4, max: 2}\n")
-    with pytest.raises(ConfigError, match=r"field 'autoscale': autoscale.(min|max): need 1 <= min <= max"):
+    with pytest.raises(ConfigError, match=r"field 'autoscale.(min|max)': need 1 <= min <= max"):
         load_config(path, env={})
     path.write_text("autoscale: {min: 1, maxx: 2}\n")
-    with pytest.raises(ConfigError, match=r"field 'autoscale': autoscale.maxx: unknown field"):
+    with pytest.raises(ConfigError, match=r"field 'autoscale.maxx': unknown field"):
         load_config(path, env={})

@@ -46,3 +46,24 @@ def test_upstreams_must_serve_one_model():
     with pytest.raises(ConfigError, match="upstreams serve different models \\(a, b\\)"):
         load_config(env={}, upstreams=[{"url": "http://127.0.0.1:1", "model": "a"},
                                        {"url": "http://127.0.0.1:2", "model": "b"}])
+
+
+def test_a_request_that_ended_unfinished_maps_to_the_right_http_error():
+    """The only place a request's end becomes an HTTP status: the gateway."""
+    from aps.core import Request, Status
+    from aps.engines.upstream_http import UpstreamError
+    from aps.server.gateway import ended_error
+
+    def ended(status, reason=""):
+        req = Request("r", "t", 1, 1, 0.0)
+        req.status, req.reason = status, reason
+        return req
+
+    failed = ended(Status.FAILED, "upstream x: bad")
+    client_error = UpstreamError(400, "prompt too long", retryable=False)
+    assert ended_error(failed, client_error).status == 400  # the client's own mistake, passed on
+    assert ended_error(failed, UpstreamError(None, "reset", retryable=True)).status == 502
+    assert ended_error(failed, UpstreamError(503, "busy", retryable=True)).status == 502
+    cancelled = ended_error(ended(Status.CANCELLED, "cancelled"), None)
+    assert cancelled.status == 503 and cancelled.headers.get("Retry-After")
+    assert ended_error(ended(Status.FAILED, "internal error"), None).status == 500

@@ -43,6 +43,15 @@ PINNED = [
       "ttft_s.p99": 4.245445909065915, "tpot_s.p50": 0.019542574005718877,
       "mean_batch_size": 1.9508396035969904, "per_tenant.team-1.ttft_s.p99": 4.772347801249281,
       "autoscale.replica_seconds": 6002.327229637187, "autoscale.scale_ups": 6}),
+    # the autoscaler judges SLO attainment by the run's SLO when its block sets none
+    ("autoscale-azure-code --policy vtc --requests 3000 --slo-ttft 0.5 --slo-tpot 0.05",
+     {"finished": 3000, "iterations": 56852, "preemptions": 5,
+      "simulated_s": 1091.5409037046484, "throughput_tokens_per_s": 5590.934777879192,
+      "jain_fairness": 0.9999990584473469, "mean_batch_size": 1.4946351931330473,
+      "slo_attainment": 0.8046666666666666, "ttft_s.p50": 0.13311087513875464,
+      "ttft_s.p99": 1.728377361131679, "tpot_s.p50": 0.015496254569837577,
+      "per_tenant.team-1.ttft_s.p99": 1.807170875706736,
+      "autoscale.replica_seconds": 8572.327229637187, "autoscale.scale_ups": 2}),
 ]
 
 

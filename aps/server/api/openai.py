@@ -79,7 +79,7 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
     (whether the server notices a failed write depends on the HTTP implementation uvicorn uses).
     """
     watcher = asyncio.ensure_future(disconnected(http))
-    watcher.add_done_callback(lambda t: t.cancelled() or gw.runtime.cancel(req.request_id))
+    watcher.add_done_callback(lambda t: t.cancelled() or gw.driver.cancel(req.request_id))
     base = {"id": req.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": model}
 
@@ -116,4 +116,4 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
         yield "data: [DONE]\n\n"
     finally:
         watcher.cancel()
-        gw.runtime.cancel(req.request_id)  # a no-op when it already ended
+        gw.driver.cancel(req.request_id)  # a no-op when it already ended

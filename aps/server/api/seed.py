@@ -30,8 +30,7 @@ def _ms(seconds: float | None) -> float | None:
 @router.get("/health")
 async def health(http: HttpRequest):
     gw = http.app.state.gateway
-    rt = gw.runtime
-    return {"status": "ok" if rt.accepting else "draining", "model": gw.backend.model_name,
+    return {"status": "ok" if gw.driver.accepting else "draining", "model": gw.backend.model_name,
             "policy": gw.sched.policy.name, "running": gw.sched.num_running,
             "waiting": gw.sched.num_waiting, "demo": gw.config.demo}
 
@@ -44,7 +43,7 @@ async def tenant_status(tenant_id: str, http: HttpRequest,
                        keyless_ok=True).tenant_id
     if tenant != tenant_id:  # another tenant's status: say nothing, not even that it exists
         raise ApiError(404, f"no tenant {tenant_id!r}", "not_found")
-    state, now = gw.sched.tenants[tenant], gw.runtime.now()
+    state, now = gw.sched.tenants[tenant], gw.driver.now()
     config = gw.directory.tenants.get(tenant, state.tenant)
     bucket = state.tokens  # None in cluster mode: the shared bucket is in Redis
     return {"tenant_id": tenant, "weight": config.weight, "bid": config.bid,
