@@ -20,7 +20,7 @@ from aps.server.api.openai import router as openai_router
 from aps.server.api.seed import router as seed_router
 from aps.server.config import ServerConfig
 from aps.server.gateway import Gateway
-from aps.server.middleware import BodyLimit
+from aps.server.middleware import Authentication, BodyLimit
 from aps.server.summary import summary
 
 log = logging.getLogger("aps.server")
@@ -56,7 +56,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.gateway = gateway
     errors.install(app)
 
+    # the last added runs first: the caller is checked before a byte of body is read
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(Authentication, gateway=gateway)
 
     app.include_router(seed_router)
     app.include_router(admin_router)

@@ -7,6 +7,7 @@ The backend is built once: the simulated GPU (driven per iteration by a Runtime)
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import sqlite3
 import time
@@ -111,9 +112,19 @@ class Gateway:
             if named is not None and named != caller.tenant_id:
                 raise ApiError(403, "tenant_id does not match the API key", "tenant_mismatch")
             return caller
-        if keyless_ok and self.config.demo and named in self.directory.tenants:
-            return Caller(named, "")
+        if keyless_ok and self.config.demo and (named is None or named in self.directory.tenants):
+            return Caller(named or "", "")  # no name yet: the route names the tenant
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
+
+    def check_admin(self, authorization: str | None) -> None:
+        """The admin API's key, compared in constant time; without one the API is off."""
+        expected = self.config.admin_key
+        if expected is None:
+            raise ApiError(403, "the admin API is off: set admin_key in the configuration "
+                                "(or APS_ADMIN_KEY)", "admin_disabled")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(401, "admin API: missing or wrong admin key", "invalid_admin_key")
 
     # -- requests --------------------------------------------------------------------------
 
