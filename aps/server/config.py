@@ -8,7 +8,13 @@
     gpu: a100-80gb           # APS_GPU
     speed: 1.0               # APS_SPEED: the simulated GPU runs this many times faster than real time
     batch: {max_num_seqs: 256, max_num_batched_tokens: 8192, max_waiting: 10000}
-    max_body_bytes: 1048576
+    max_body_bytes: 1048576  # counted as it arrives, chunked or not; over it: 413
+    limits:                  # per connection, before a request reaches the app (connections.py)
+      max_connections: 4096  # open at once; more get a 503 and a line in the log
+      header_timeout_s: 10   # for a request's head to arrive; a slow one gets a 408
+      idle_timeout_s: 5      # between requests on a kept-alive connection
+      max_header_bytes: 65536  # over: 431
+      max_url_bytes: 8192    # over: 414
     drain_timeout_s: 30      # APS_DRAIN_TIMEOUT_S
     admin_key: null          # APS_ADMIN_KEY: enables the /admin API
     prices: {input_per_1m: 0.0, output_per_1m: 0.0}   # the ledger's cost column, in dollars
@@ -82,6 +88,15 @@ class StoreConfig(BaseModel):
     sync_s: float = Field(0.2, gt=0)  # how often fair-share counters are shared
 
 
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_connections: int = Field(4096, ge=1, le=1_000_000)
+    header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    idle_timeout_s: int = Field(5, ge=1, le=3600)  # uvicorn takes whole seconds
+    max_header_bytes: int = Field(65536, ge=1024, le=16 << 20)
+    max_url_bytes: int = Field(8192, ge=256, le=16 << 20)
+
+
 class Prices(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input_per_1m: float = Field(0.0, ge=0)
@@ -102,6 +117,7 @@ class ServerConfig(BaseModel):
     speed: float = Field(1.0, gt=0)
     batch: dict[str, Any] = {}
     max_body_bytes: int = Field(1 << 20, gt=0)
+    limits: Limits = Limits()
     drain_timeout_s: float = Field(30.0, ge=0)
     admin_key: str | None = Field(None, min_length=16)
     prices: Prices = Prices()

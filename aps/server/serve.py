@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import resource
 
 import uvicorn
 
 from aps.core import ConfigError
 from aps.server.app import create_app
 from aps.server.config import ServerConfig
+from aps.server.connections import ConnectionLimits, guarded_protocol
 
 log = logging.getLogger("aps.server")
 
@@ -50,6 +52,27 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def fit_descriptors(max_connections: int, spare: int = 256) -> int:
+    """Raise the process's open-file limit to hold `max_connections` (plus `spare` for the
+    database, upstream connections, logs); if the hard limit is lower, lower the cap instead,
+    and say so: running out of descriptors would stop the server answering anyone."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitted = max(1, soft - spare)
+        log.warning("limits.max_connections %d needs %d open files; the limit is %d: capping "
+                    "connections at %d", max_connections, wanted, soft, fitted)
+        return fitted
+    return max_connections
+
+
 def serve(config: ServerConfig, force: bool = False) -> None:
     if not is_loopback(config.host) and config.demo and not force:
         raise ConfigError(f"refusing to serve demo keys on {config.host}: configure tenants "
@@ -67,7 +90,13 @@ def serve(config: ServerConfig, force: bool = False) -> None:
     log.warning("APS on http://%s:%d: %s, policy %s, database %s%s", config.host, config.port,
                 engine, config.policy, config.store.path,
                 f", Redis {config.store.redis_url}" if config.store.redis_url else "")
+    limits = config.limits
+    connections = ConnectionLimits(fit_descriptors(limits.max_connections),
+                                   limits.header_timeout_s, limits.max_header_bytes,
+                                   limits.max_url_bytes)
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
+                        http=guarded_protocol(connections),
+                        timeout_keep_alive=limits.idle_timeout_s,
                         timeout_graceful_shutdown=int(config.drain_timeout_s) + 5,
                         access_log=False)
     server = DrainingServer(uv, gateway, config.drain_timeout_s)
