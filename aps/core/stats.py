@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Collection, Iterable, Mapping, Sequence
 
 
@@ -98,3 +99,32 @@ def max_service_gap(samples: Iterable[tuple[Mapping[str, float], Collection[str]
                 best = max(best, hi - lo)
         runs = live
     return best
+
+
+class RecentEnds:
+    """Requests that ended in the last `window_s` seconds: how many a second, and how long each
+    took. Back-pressure reads it to tell a refused client when to come back. Times must not
+    decrease (they are the times requests ended)."""
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_s = window_s
+        self._ends: deque[tuple[float, float]] = deque()  # (ended at, seconds it took)
+        self._total = 0.0
+
+    def add(self, now: float, duration: float) -> None:
+        self._ends.append((now, duration))
+        self._total += duration
+
+    def _trim(self, now: float) -> None:
+        ends = self._ends
+        while ends and ends[0][0] < now - self.window_s:
+            self._total -= ends.popleft()[1]
+
+    def time_for(self, n: int, now: float) -> float | None:
+        """Seconds for `n` more requests to end at the recent rate (None: none ended lately)."""
+        self._trim(now)
+        return n * self.window_s / len(self._ends) if self._ends else None
+
+    def mean_duration(self, now: float) -> float | None:
+        self._trim(now)
+        return self._total / len(self._ends) if self._ends else None

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse, Response
 
 from aps.server import errors
@@ -65,9 +65,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(openai_router)
 
     @app.get("/metrics")
-    async def metrics(format: str | None = None):
+    async def metrics(format: str | None = None, authorization: str | None = Header(None)):
+        """Open to scrapers; series that name tenants need the metrics key outside demo mode."""
+        tenants = gateway.may_see_tenants(authorization)
         if format == "json":
-            return JSONResponse(summary(gateway))
-        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+            return JSONResponse(summary(gateway, tenants))
+        return Response(gateway.metrics.render(tenants), media_type="text/plain; version=0.0.4")
 
     return app

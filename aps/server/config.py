@@ -17,6 +17,8 @@
       max_url_bytes: 8192    # over: 414
     drain_timeout_s: 30      # APS_DRAIN_TIMEOUT_S
     admin_key: null          # APS_ADMIN_KEY: enables the /admin API
+    metrics_key: null        # APS_METRICS_KEY: a scraper with it (or the admin key) sees the
+                             #   tenant-labelled series of /metrics; others see the rest
     prices: {input_per_1m: 0.0, output_per_1m: 0.0}   # the ledger's cost column, in dollars
     store:
       path: aps.db           # APS_DB: tenants, keys and the usage ledger (SQLite)
@@ -120,6 +122,7 @@ class ServerConfig(BaseModel):
     limits: Limits = Limits()
     drain_timeout_s: float = Field(30.0, ge=0)
     admin_key: str | None = Field(None, min_length=16)
+    metrics_key: str | None = Field(None, min_length=16)
     prices: Prices = Prices()
     store: StoreConfig = StoreConfig()
     tenants: list[TenantConfig] = []
@@ -164,7 +167,7 @@ class ServerConfig(BaseModel):
 
 _ENV = {"APS_HOST": "host", "APS_PORT": "port", "APS_POLICY": "policy", "APS_MODEL": "model",
         "APS_GPU": "gpu", "APS_SPEED": "speed", "APS_DRAIN_TIMEOUT_S": "drain_timeout_s",
-        "APS_ADMIN_KEY": "admin_key"}
+        "APS_ADMIN_KEY": "admin_key", "APS_METRICS_KEY": "metrics_key"}
 _STORE_ENV = {"APS_DB": "path", "APS_REDIS_URL": "redis_url"}
 
 

@@ -16,6 +16,7 @@ import uuid
 from fastapi import Request as HttpRequest
 
 from aps.core import InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
+from aps.core.stats import RecentEnds
 from aps.engines import Backend, SimulatedEngine
 from aps.engines.upstream import UpstreamPool
 from aps.engines.upstream_http import UpstreamCall, UpstreamError
@@ -60,6 +61,7 @@ class Gateway:
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)
         self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
+        self.recent = RecentEnds(30.0)  # for the Retry-After of a refusal that no bucket times
         self.started = time.time()
 
     def _build_backend(self) -> tuple[Backend, Driver]:
@@ -115,6 +117,16 @@ class Gateway:
         if keyless_ok and self.config.demo and (named is None or named in self.directory.tenants):
             return Caller(named or "", "")  # no name yet: the route names the tenant
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
+
+    def may_see_tenants(self, authorization: str | None) -> bool:
+        """Whether /metrics may show tenant-labelled series (names, tokens, shares): in demo
+        mode to anyone; otherwise to a scraper with the metrics key, or the operator's admin
+        key."""
+        if self.config.demo:
+            return True
+        given = (authorization or "").removeprefix("Bearer ").strip().encode()
+        return any(key is not None and hmac.compare_digest(given, key.encode())
+                   for key in (self.config.metrics_key, self.config.admin_key))
 
     def check_admin(self, authorization: str | None) -> None:
         """The admin API's key, compared in constant time; without one the API is off."""
@@ -174,8 +186,9 @@ class Gateway:
             self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
 
     def _refusal(self, tenant: str, verdict) -> ApiError:
-        headers = errors.retry_after(verdict.retry_after)
-        state, now = self.sched.tenants[tenant], self.driver.now()
+        now = self.driver.now()
+        headers = errors.retry_after(self._retry_after(verdict, now))
+        state = self.sched.tenants[tenant]
         for kind, bucket in (("tokens", state.tokens), ("requests", state.requests)):
             if bucket is not None:
                 level = bucket.refill(now)
@@ -184,16 +197,31 @@ class Gateway:
                                 f"x-ratelimit-reset-{kind}": f"{(bucket.burst - level) / bucket.rate:.3f}s"})
         if verdict.reason == "queue_full":
             return ApiError(503, "the queue is full; retry later", "queue_full", headers)
-        if verdict.retry_after is None:  # a concurrency limit: waiting may or may not help
+        if verdict.retry_after is None:  # a concurrency limit: one of its requests must end
             return ApiError(429, f"tenant {tenant!r} is over its {verdict.reason} limit",
                             verdict.reason, headers)
         return ApiError(429, f"tenant {tenant!r} is over its {verdict.reason} limit; retry in "
                              f"{verdict.retry_after:.2f} s", "rate_limit_exceeded", headers)
 
+    def _retry_after(self, verdict, now: float) -> float:
+        """When to come back: the bucket's refill time when a bucket said no; for a full queue,
+        the time the queue takes to drain at the recent rate of ends; for a concurrency limit,
+        the time a request takes lately. At least a second, at most a minute."""
+        if verdict.retry_after is not None:
+            return verdict.retry_after
+        if verdict.reason == "queue_full":
+            estimate = self.recent.time_for(self.sched.num_waiting, now)
+        else:
+            estimate = self.recent.mean_duration(now)
+        return min(60.0, max(1.0, estimate if estimate is not None else 1.0))
+
     def on_end(self, req: Request) -> None:
         """Every request, once, as it ends: metrics, the ledger row, the shared bucket refund."""
         self.metrics.on_end(req)
-        self.autoscale.on_end(req, self.driver.now())
+        now = self.driver.now()
+        self.autoscale.on_end(req, now)
+        if req.status is Status.FINISHED:
+            self.recent.add(now, req.e2e)
         prefix = self._key_prefix.pop(req.request_id, "")
         self.ledger.record(req, prefix, self.backend.model_name)
         if self.cluster is not None:

@@ -63,8 +63,12 @@ class Metrics:
     def on_iteration(self, plan: StepPlan) -> None:
         self.batch.observe(len(plan.scheduled))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, tenants: bool = True) -> bytes:
+        """The exposition text; without `tenants`, no sample that carries a tenant label."""
+        text = generate_latest(self.registry)
+        if tenants:
+            return text
+        return b"\n".join(line for line in text.split(b"\n") if b'tenant="' not in line)
 
 
 class _Live:

@@ -7,10 +7,11 @@ from aps.perf import cost_per_1m_tokens
 from aps.server.metrics import live_jain
 
 
-def summary(gw) -> dict:
+def summary(gw, tenants: bool = True) -> dict:
+    """`tenants`: whether the caller may see per-tenant figures."""
     sched, elapsed = gw.sched, max(time.time() - gw.started, 1e-9)
     tokens = sum(sched.service_tokens.values())
-    return {
+    out = {
         "uptime_s": elapsed,
         "throughput_tokens_per_s": tokens / elapsed,
         # wall seconds the backend had work: the simulated GPU's iterations, or some upstream
@@ -22,7 +23,9 @@ def summary(gw) -> dict:
         "jain_fairness": live_jain(sched),
         "running": sched.num_running, "waiting": sched.num_waiting,
         "throttled": sched.num_throttled, "kv_cache_usage": sched.kv.usage,
-        "per_tenant": {t: {"service_tokens": sched.service_tokens.get(t, 0),
-                           "in_flight": s.num_in_flight, "throttled": len(s.throttled)}
-                       for t, s in sched.tenants.items()},
     }
+    if tenants:
+        out["per_tenant"] = {t: {"service_tokens": sched.service_tokens.get(t, 0),
+                                 "in_flight": s.num_in_flight, "throttled": len(s.throttled)}
+                             for t, s in sched.tenants.items()}
+    return out

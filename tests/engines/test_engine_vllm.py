@@ -29,9 +29,14 @@ def start_vllm(tmp_path, name):
                             max_num_seqs=SEATS, cpus=bench.vllm_cpus())
 
 
+SCRAPER_KEY = "scraper-key-0123456789"
+SCRAPER = {"Authorization": f"Bearer {SCRAPER_KEY}"}
+
+
 def gateway(tmp_path, vllms, policy="vtc", routing="least-outstanding-tokens"):
     urls = [v.base_url.removesuffix("/v1") for v in vllms]
-    extra = f"routing: {routing}\nretries: 3\nhealth_interval_s: 0.5\n"
+    extra = (f"routing: {routing}\nretries: 3\nhealth_interval_s: 0.5\n"
+             f"metrics_key: {SCRAPER_KEY}\n")
     return LocalServer(bench.gateway_config(urls, "tiny", policy=policy, max_in_flight=SEATS,
                                             extra=extra),
                        log_path=tmp_path / "gateway.log")
@@ -58,7 +63,7 @@ def test_completions_and_streaming_through_aps(vllm, tmp_path):
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
         assert chunks[-1].usage.completion_tokens == 8
         # the gateway billed vLLM's own token counts
-        summary = httpx.get(gw.url + "/metrics").text
+        summary = httpx.get(gw.url + "/metrics", headers=SCRAPER).text
         assert 'aps:generation_tokens_total{tenant="light"} 20.0' in summary
     finally:
         gw.stop()

@@ -11,6 +11,7 @@ from aps.bench.server import LocalServer
 
 CONFIG = """
 speed: 50
+metrics_key: scraper-key-0123456789
 drain_timeout_s: 5
 max_body_bytes: 20000
 tenants:
@@ -28,8 +29,11 @@ def start_server(tmp_path, config: str | None) -> LocalServer:
     return LocalServer(config, log_path=tmp_path / "server.log")
 
 
-def summary(server) -> dict:
-    return httpx.get(server.url + "/metrics?format=json").json()
+SCRAPER = {"Authorization": "Bearer scraper-key-0123456789"}
+
+
+def summary(server, headers=SCRAPER) -> dict:
+    return httpx.get(server.url + "/metrics?format=json", headers=headers).json()
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +153,20 @@ def test_a_client_that_disconnects_cancels_its_request(server):
     assert s["per_tenant"]["beta"]["service_tokens"] > before["per_tenant"]["beta"]["service_tokens"]
 
 
-def test_prometheus_metrics_use_aps_names_and_known_tenants(server):
+def test_prometheus_metrics_use_aps_names_and_show_tenants_only_to_the_scraper(server):
     client(server).completions.create(model="m", prompt="p", max_tokens=2)
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers=SCRAPER).text
     for name in ("aps:time_to_first_token_seconds_bucket", "aps:num_requests_running",
                  "aps:kv_cache_usage_perc", "aps:generation_tokens_total",
                  "aps:tenant_service_share", "aps:jain_fairness_index"):
         assert name in text, name
     assert 'tenant="acme"' in text
-    assert "jain_fairness" in summary(server)
+    assert "per_tenant" in summary(server)
+    anyone = httpx.get(server.url + "/metrics").text  # tenants' names and usage are not public
+    assert "aps:num_requests_running" in anyone and "tenant=" not in anyone
+    wrong = httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer sk-acme"}).text
+    assert "tenant=" not in wrong
+    assert "jain_fairness" in summary(server, {}) and "per_tenant" not in summary(server, {})
 
 
 def test_demo_mode_takes_the_seeds_requests_and_demo_keys(demo):
@@ -204,9 +213,10 @@ def test_the_seeds_stress_command_reports_both_tenants(demo):
     assert "tenant_a" in result.output and "tenant_b" in result.output
 
 
-def test_a_full_queue_answers_503(tmp_path):
+def test_a_full_queue_and_a_concurrency_limit_say_when_to_come_back(tmp_path):
     s = start_server(tmp_path, "speed: 1\nbatch: {max_num_seqs: 1, max_waiting: 1}\n"
-                         "tenants:\n  - {id: acme, keys: [sk-acme]}\n")
+                         "tenants:\n  - {id: acme, keys: [sk-acme]}\n"
+                         "  - {id: one, keys: [sk-one], max_concurrent: 1}\n")
     try:
         async def main():
             async with httpx.AsyncClient(timeout=30) as c:
@@ -221,9 +231,20 @@ def test_a_full_queue_answers_503(tmp_path):
                 full = await c.post(s.url + "/v1/completions", headers=h, json=body)
                 running.cancel()
                 waiting.cancel()
-                return full
-        full = asyncio.run(main())
+                await asyncio.sleep(0.2)  # both cancelled: the queue is empty again
+                one = {"Authorization": "Bearer sk-one"}
+                first = asyncio.create_task(c.post(s.url + "/v1/completions", headers=one,
+                                                   json=body))
+                while (await c.get(s.url + "/health")).json()["running"] < 1:
+                    await asyncio.sleep(0.02)
+                second = await c.post(s.url + "/v1/completions", headers=one, json=body)
+                first.cancel()
+                return full, second
+        full, second = asyncio.run(main())
         assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+        assert 1 <= int(full.headers["Retry-After"]) <= 60
+        assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency"
+        assert 1 <= int(second.headers["Retry-After"]) <= 60
     finally:
         s.stop()
 

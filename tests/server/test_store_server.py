@@ -102,7 +102,8 @@ def test_a_demoting_tenant_over_budget_is_served_not_refused(server):
     third = complete(server, "sk-spare-test-key", tokens=40)  # over budget: spare capacity
     assert {first.usage.completion_tokens, second.usage.completion_tokens,
             third.usage.completion_tokens} == {40}
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    assert 'tenant="spare"' in text  # the admin key sees tenants' series
     assert 'aps:request_rejected_total{reason="tokens",tenant="spare"}' not in text
 
 

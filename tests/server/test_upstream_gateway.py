@@ -10,8 +10,10 @@ import pytest
 
 from aps.bench.server import LocalServer
 
+SCRAPER = {"Authorization": "Bearer scraper-key-0123456789"}
 UPSTREAM = """
 speed: {speed}
+metrics_key: scraper-key-0123456789
 tenants:
   - {{id: gw, keys: [sk-upstream]}}
   - {{id: small, keys: [sk-small], token_rate: 1, token_burst: 50}}
@@ -19,6 +21,7 @@ tenants:
 
 GATEWAY = """
 policy: vtc
+metrics_key: scraper-key-0123456789
 drain_timeout_s: 2
 tenants:
   - {{id: acme, keys: [sk-acme]}}
@@ -48,7 +51,7 @@ def gateway(tmp_path, ups, routing="round-robin", key="sk-upstream", max_in_flig
 def metric(server, name: str, **labels) -> float:
     """The sum of a Prometheus series' samples whose labels include `labels`."""
     total = 0.0
-    for line in httpx.get(server.url + "/metrics", timeout=5).text.splitlines():
+    for line in httpx.get(server.url + "/metrics", headers=SCRAPER, timeout=5).text.splitlines():
         m = re.match(r"^([^{ ]+)(?:\{(.*)\})? (\S+)$", line)
         if not m or m.group(1) != name:
             continue
