@@ -110,7 +110,7 @@ def stress_command(
 
 @app.command("experiment")
 def experiment_command(
-    name: str = typer.Argument(..., help="static-vs-aps, fairness, governor, capacity, or a YAML file"),
+    name: str = typer.Argument(..., help="static-vs-aps, fairness, governor, capacity, autoscale, or a YAML file"),
     out: Path = typer.Option(None, help="output folder (default: out/NAME)"),
     quick: bool = typer.Option(False, "--quick", help="a reduced grid that runs in under a minute"),
     workers: int = typer.Option(None, help="parallel processes (default: one per core)"),

@@ -56,7 +56,8 @@ class Gateway:
         self.metrics = Metrics(self.sched, list(self.directory.tenants))
         self.metrics.registry.register(StoreGauges(self))
         self.backend, self.driver = self._build_backend()
-        self.ledger = Ledger(self.store, config.prices, unix_clock(self.driver.now))
+        self.ledger = Ledger(self.store, config.prices, unix_clock(self.driver.now),
+                             bill_cached=config.cache.bill_hits)
         self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.driver.now,
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)

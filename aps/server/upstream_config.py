@@ -8,7 +8,7 @@
     retries: 2                          # tries elsewhere for a failure before the first token
     breaker: {failures: 3, cooldown_s: 10}
     health_interval_s: 2
-    cache: {enabled: false, ttl_s: 300, max_bytes: 67108864}
+    cache: {enabled: false, ttl_s: 300, max_bytes: 67108864, bill_hits: false}
 
 With no upstreams the gateway runs the simulated GPU.
 """
@@ -53,6 +53,9 @@ class CacheConfig(BaseModel):
     enabled: bool = False
     ttl_s: float = Field(300.0, gt=0)
     max_bytes: int = Field(64 << 20, gt=0)
+    # A hit used no GPU: by default its ledger row costs nothing (its tokens are still counted);
+    # true bills it at the prices like a request the servers ran.
+    bill_hits: bool = False
 
     def make(self) -> ResponseCache | None:
         return ResponseCache(self.ttl_s, self.max_bytes) if self.enabled else None

@@ -24,9 +24,10 @@ RECORDED = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
 
 
 class Ledger:
-    def __init__(self, store: Store, prices, monotonic_to_unix):
+    def __init__(self, store: Store, prices, monotonic_to_unix, bill_cached: bool = False):
         self.store, self.prices = store, prices
         self._unix = monotonic_to_unix  # runtime time -> unix seconds
+        self.bill_cached = bill_cached  # a response from the cache costs its price too
         self.pending: list[tuple] = []
         self._batch: asyncio.Future | None = None  # resolved when the queued rows are written
 
@@ -34,11 +35,12 @@ class Ledger:
         unix = self._unix
         started = req.first_scheduled is not None
         billed_prompt = req.prompt_tokens if started else 0
+        free = req.reason == "cached" and not self.bill_cached
         return (req.request_id, req.tenant_id, key_prefix, model, req.bid, unix(req.arrival),
                 None if req.first_token is None else unix(req.first_token),
                 unix(req.finished if req.finished is not None else req.arrival),
                 req.prompt_tokens, req.num_output_tokens, req.status.value, req.reason,
-                self.prices.cost(billed_prompt, req.num_output_tokens))
+                0.0 if free else self.prices.cost(billed_prompt, req.num_output_tokens))
 
     def record(self, req: Request, key_prefix: str, model: str) -> None:
         if req.status not in RECORDED:

@@ -163,3 +163,22 @@ def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path):
     assert load_scenario(tmp_path / "t.yaml").workload.tenants[0].tenant_id == "acme"
     assert run(app, ["tenants", "remove", "acme", *db]).exit_code == 0
     assert run(app, ["tenants", "remove", "acme", *db]).exit_code == 2
+
+
+def test_a_cached_answer_costs_nothing_unless_hits_are_billed(tmp_path):
+    from aps.core import Request, Status
+    from aps.server.config import Prices
+    from aps.store.ledger import Ledger
+
+    def row(reason: str, bill_cached: bool) -> tuple:
+        req = Request("r", "t", 1000, 500, 0.0)
+        req.status, req.reason, req.first_scheduled, req.finished = Status.FINISHED, reason, 0, 1
+        req.num_output_tokens = 500
+        ledger = Ledger(Store(tmp_path / "l.db"), Prices(input_per_1m=1, output_per_1m=2),
+                        lambda t: t, bill_cached=bill_cached)
+        return ledger.row(req, "sk-x", "m")
+
+    served, hit = row("length", False), row("cached", False)
+    assert served[-1] == pytest.approx(0.002) and hit[-1] == 0.0
+    assert hit[8:10] == (1000, 500)  # its tokens are still counted
+    assert row("cached", True)[-1] == pytest.approx(0.002)
