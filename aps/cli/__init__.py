@@ -253,5 +253,47 @@ def bench_upstream_command(
         console.print(line)
 
 
+@bench.command("soak")
+def bench_soak_command(
+    minutes: float = typer.Option(5.0, help="how long the clients run"),
+    streams: int = typer.Option(32, help="streaming clients"),
+    speed: float = typer.Option(20.0, help="the simulated GPU's speed"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Streaming clients for minutes: errors, memory after warm-up and at the end, and what the
+    gateway still holds after they stop (all zero)."""
+    from aps.bench.reliability import soak
+    result = soak(minutes, streams, speed)
+    if as_json:
+        print(json.dumps(result))
+        return
+    rss = result["rss_mb"]
+    console.print(f"{streams} streams for {minutes:g} min: {result['requests']:,} requests, "
+                  f"{result['errors']} errors; RSS {rss['after_warmup_mb']:.1f} MB after warm-up, "
+                  f"{rss['end_mb']:.1f} MB at the end ({result['rss_growth_mb']:+.1f} MB); held "
+                  f"after: {result['held_after']}")
+
+
+@bench.command("overload")
+def bench_overload_command(
+    factor: float = typer.Option(4.0, help="offered load, as a multiple of measured capacity"),
+    seconds: float = typer.Option(10.0, help="how long the open-loop load runs"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Open-loop load past capacity: accepted, refused by code, refusal latency, 5xx, memory."""
+    from aps.bench.reliability import overload
+    result = overload(factor, seconds)
+    if as_json:
+        print(json.dumps(result))
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"
+    console.print(f"{factor:g}x capacity ({result['capacity_requests_per_s']:.0f} requests/s "
+                  f"measured): {result['requests']} sent, {result['accepted']} accepted, refused "
+                  f"{result['refused']}; refusal p50 {fmt(result['refusal_p50_ms'])} ms, p99 "
+                  f"{fmt(result['refusal_p99_ms'])} ms; {result['server_errors']} server errors; "
+                  f"RSS {result['rss_mb']['start']:.1f} -> {result['rss_mb']['end']:.1f} MB; "
+                  f"held after: {result['held_after']}")
+
+
 def main() -> None:
     app()

@@ -228,6 +228,15 @@ class Gateway:
         if self.cluster is not None:
             self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
 
+    def held(self) -> dict[str, int]:
+        """What the gateway holds for requests in flight: every count is 0 when none is (a
+        leak shows as a count that stays up; `aps bench soak` checks them)."""
+        sched = self.sched
+        return {"live_requests": len(sched.requests), "running": sched.num_running,
+                "waiting": sched.num_waiting, "throttled": sched.num_throttled,
+                "kv_used_blocks": sched.kv.num_used_blocks, "streams": self.driver.num_streams,
+                "key_prefixes": len(self._key_prefix), "ledger_pending_rows": len(self.ledger.pending)}
+
     async def recorded(self, req: Request) -> None:
         """Return once the ended request's usage row is committed: a handler awaits this before
         it tells its client the request ended, so an acknowledged request is always billed.

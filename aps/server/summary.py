@@ -23,6 +23,7 @@ def summary(gw, tenants: bool = True) -> dict:
         "jain_fairness": live_jain(sched),
         "running": sched.num_running, "waiting": sched.num_waiting,
         "throttled": sched.num_throttled, "kv_cache_usage": sched.kv.usage,
+        "held": gw.held(),
     }
     if tenants:
         out["per_tenant"] = {t: {"service_tokens": sched.service_tokens.get(t, 0),
