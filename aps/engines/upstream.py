@@ -58,10 +58,25 @@ class Replica:
         return 1 if state is BreakerState.HALF_OPEN else 0
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long to wait for a replica: to connect (a dead one is found this fast), for the next
+    bytes of a streamed answer (a stalled one: its gap between tokens), and for the whole of an
+    answer that is not streamed (the generation time of a long request)."""
+
+    connect_s: float = 5.0
+    stall_s: float = 30.0
+    response_s: float = 600.0
+
+    def for_stream(self, stream: bool) -> httpx.Timeout:
+        read = self.stall_s if stream else self.response_s
+        return httpx.Timeout(connect=self.connect_s, read=read, write=10.0, pool=None)
+
+
 class UpstreamPool:
     def __init__(self, replicas: Sequence[Replica], routing: str = "least-outstanding-tokens",
                  health_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 timeout: httpx.Timeout | None = None):
+                 timeouts: Timeouts | None = None):
         if not replicas:
             raise ValueError("an upstream pool needs at least one replica")
         urls = [r.url for r in replicas]
@@ -75,9 +90,7 @@ class UpstreamPool:
         self._busy_s = 0.0
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up
         self.clock = clock  # monotonic seconds, for breakers and busy time
-        # Streams may pause between tokens for as long as the server's queue is; the connect
-        # timeout is what detects a dead replica quickly.
-        self._timeout = timeout or httpx.Timeout(connect=5.0, read=300.0, write=10.0, pool=None)
+        self.timeouts = timeouts or Timeouts()
         self.client: httpx.AsyncClient | None = None
         self._task: asyncio.Task | None = None
 
@@ -85,7 +98,7 @@ class UpstreamPool:
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self.client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        self.client = httpx.AsyncClient(timeout=self.timeouts.for_stream(False), limits=limits)
         await self.check_health()
         for replica in self.replicas:
             if replica.capacity_from_metrics and replica.healthy:
@@ -213,4 +226,5 @@ class UpstreamPool:
         cancelling its task) closes the HTTP stream, which makes the server abort the request."""
         assert self.client is not None, "start() the pool first"
         body = upstream_body(call, replica.model, max_tokens, bid if replica.priority else None)
-        return stream_chunks(self.client, replica.url, call.chat, body, replica.api_key)
+        return stream_chunks(self.client, replica.url, call.chat, body, replica.api_key,
+                             self.timeouts.for_stream(body["stream"]))

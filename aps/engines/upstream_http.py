@@ -88,11 +88,17 @@ def _client_fault(status: int) -> bool:
 
 
 async def stream_chunks(client: httpx.AsyncClient, base_url: str, chat: bool, body: dict,
-                        api_key: str | None = None) -> AsyncIterator[Chunk]:
+                        api_key: str | None = None,
+                        timeout: httpx.Timeout | None = None) -> AsyncIterator[Chunk]:
+    """`timeout` (else the client's): its read timeout bounds each wait for the next bytes, so
+    a stalled server is given up on (a streamed request's gap between tokens, a plain one's
+    whole answer)."""
     path = "/v1/chat/completions" if chat else "/v1/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    extra = {} if timeout is None else {"timeout": timeout}
     try:
-        async with client.stream("POST", base_url + path, json=body, headers=headers) as resp:
+        async with client.stream("POST", base_url + path, json=body, headers=headers,
+                                 **extra) as resp:
             if resp.status_code != 200:
                 raw = await resp.aread()
                 code = resp.status_code

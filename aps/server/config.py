@@ -51,7 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
 from aps.core.autoscale import AutoscaleConfig, parse_autoscale
-from aps.server.upstream_config import BreakerConfig, CacheConfig, Routing, UpstreamConfig
+from aps.server.upstream_config import (BreakerConfig, CacheConfig, Routing, TimeoutConfig,
+                                       UpstreamConfig)
 
 
 class TenantConfig(BaseModel):
@@ -131,6 +132,7 @@ class ServerConfig(BaseModel):
     routing: Routing = "least-outstanding-tokens"
     retries: int = Field(2, ge=0)
     breaker: BreakerConfig = BreakerConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
     health_interval_s: float = Field(2.0, gt=0)
     cache: CacheConfig = CacheConfig()
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)  # aps:desired_replicas

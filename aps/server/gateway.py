@@ -69,7 +69,7 @@ class Gateway:
         config = self.config
         if config.upstreams:  # real servers behind the gateway: it owns the queue
             pool = UpstreamPool(make_replicas(config.upstreams, config.breaker), config.routing,
-                                config.health_interval_s)
+                                config.health_interval_s, timeouts=config.timeouts.make())
             driver = Dispatcher(self.sched, pool, config.retries, config.cache.make(),
                                 on_end=self.on_end)
             self.metrics.registry.register(UpstreamGauges(driver))

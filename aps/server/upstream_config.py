@@ -7,6 +7,7 @@
     routing: least-outstanding-tokens   # or round-robin, prefix-affinity
     retries: 2                          # tries elsewhere for a failure before the first token
     breaker: {failures: 3, cooldown_s: 10}
+    timeouts: {connect_s: 5, stall_s: 30, response_s: 600}   # a dead or stalled replica
     health_interval_s: 2
     cache: {enabled: false, ttl_s: 300, max_bytes: 67108864, bill_hits: false}
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aps.engines.breaker import CircuitBreaker
 from aps.engines.cache import ResponseCache
-from aps.engines.upstream import Replica
+from aps.engines.upstream import Replica, Timeouts
 
 
 class UpstreamConfig(BaseModel):
@@ -46,6 +47,17 @@ class BreakerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     failures: int = Field(3, ge=1)
     cooldown_s: float = Field(10.0, gt=0)
+
+
+class TimeoutConfig(BaseModel):
+    """How long to wait for a replica before giving up on it (see engines.upstream.Timeouts)."""
+    model_config = ConfigDict(extra="forbid")
+    connect_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    stall_s: float = Field(30.0, gt=0, allow_inf_nan=False)  # between a stream's tokens
+    response_s: float = Field(600.0, gt=0, allow_inf_nan=False)  # a whole plain answer
+
+    def make(self) -> Timeouts:
+        return Timeouts(self.connect_s, self.stall_s, self.response_s)
 
 
 class CacheConfig(BaseModel):
