@@ -61,13 +61,16 @@ def tenants_add(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
                 key: bool = typer.Option(True, help="also create an API key and print it"),
                 db: str = DB) -> None:
     """Add a tenant (and, by default, its first API key)."""
+    try:  # checked before the database is opened (or created)
+        tenant = Tenant(tenant_id, **_limits(weight, bid, token_rate, token_burst, request_rate,
+                                             request_burst, max_concurrent, over_limit))
+    except ConfigError as exc:
+        _fail(exc)
     store = _open(db)
     if store.tenant(tenant_id) is not None:
         _fail(StoreError(f"tenant {tenant_id!r} exists: use `aps tenants set`"))
     try:
-        store.put_tenant(Tenant(tenant_id, **_limits(weight, bid, token_rate, token_burst,
-                                                     request_rate, request_burst,
-                                                     max_concurrent, over_limit)))
+        store.put_tenant(tenant)
     except ConfigError as exc:
         _fail(exc)
     console.print(f"added tenant {tenant_id}")

@@ -1,10 +1,19 @@
 """Tenant records: who may use the GPU, how much, and what happens when they ask for more."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
 from aps.core.errors import ConfigError
+
+# What a tenant's fields may hold, wherever they come from (the admin API, the CLI, the
+# configuration, the database): amounts (weight, rates, bursts) finite and in AMOUNT_RANGE, so
+# they survive JSON and the scheduler's arithmetic; counts far beyond any real limit but within
+# a database's integers.
+AMOUNT_RANGE = (1e-6, 1e12)
+BID_RANGE = (1, 10)
+MAX_COUNT = 2**31 - 1
 
 
 class OverLimit(str, Enum):
@@ -31,19 +40,30 @@ class Tenant:
 
     def __post_init__(self) -> None:
         self.over_limit = OverLimit(self.over_limit)
-        if not self.tenant_id:
-            raise ConfigError("tenant_id must be a non-empty string")
-        if not self.weight > 0:
-            raise ConfigError(f"tenant {self.tenant_id!r}: weight must be > 0, got {self.weight}")
-        if not 1 <= self.bid <= 10:
-            raise ConfigError(f"tenant {self.tenant_id!r}: bid must be in 1..10, got {self.bid}")
-        for name in ("token_rate", "token_burst", "request_rate", "request_burst"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"tenant {self.tenant_id!r}: {name} must be > 0, got {value}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"tenant {self.tenant_id!r}: max_concurrent must be >= 1")
+        self.check()
         if self.token_rate is not None and self.token_burst is None:
             self.token_burst = self.token_rate
         if self.request_rate is not None and self.request_burst is None:
             self.request_burst = max(1.0, self.request_rate)
+
+    def check(self) -> None:
+        """Raise ConfigError unless every field can be used, stored and read back as it is."""
+        if not isinstance(self.tenant_id, str) or not self.tenant_id:
+            raise ConfigError("tenant_id must be a non-empty string")
+        low, high = AMOUNT_RANGE
+        for name in ("weight", "token_rate", "token_burst", "request_rate", "request_burst"):
+            value = getattr(self, name)
+            if value is None and name != "weight":
+                continue  # no limit
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or not low <= value <= high:
+                self._refuse(name, f"a number from {low:g} to {high:g}", value)
+        for name, (low, high) in (("bid", BID_RANGE), ("max_concurrent", (1, MAX_COUNT))):
+            value = getattr(self, name)
+            if value is None and name == "max_concurrent":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                self._refuse(name, f"a whole number from {low} to {high}", value)
+
+    def _refuse(self, name: str, what: str, value) -> None:
+        raise ConfigError(f"tenant {self.tenant_id!r}: {name} must be {what}, got {value!r}")

@@ -141,7 +141,10 @@ class Store:
         return None if row is None else _tenant(row)
 
     def put_tenant(self, tenant: Tenant) -> bool:
-        """Add a tenant or replace its configuration. Returns True if it was new."""
+        """Add a tenant or replace its configuration. Returns True if it was new. Raises
+        ConfigError, writing nothing, for a value it could not keep (`Tenant.check`: a
+        tenant's fields may have been changed since it was made)."""
+        tenant.check()
         values = {f: getattr(tenant, f) for f in TENANT_FIELDS}
         values["over_limit"] = tenant.over_limit.value
         now = self._clock()

@@ -22,7 +22,7 @@ def test_file_then_environment_then_options(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("speed: 0\n", "field 'speed'"),
-    ("tenants:\n  - {id: a, bid: 12}\n", "bid must be in 1..10"),
+    ("tenants:\n  - {id: a, bid: 12}\n", "bid must be a whole number from 1 to 10"),
     ("tenants:\n  - {id: a, colour: red}\n", "field 'tenants.0.colour'"),
     ("tenants:\n  - {id: a, keys: [k]}\n  - {id: b, keys: [k]}\n", "given to two tenants"),
     ("- just\n- a list\n", "expected a mapping"),

@@ -26,7 +26,7 @@ def test_tenants_round_trip_and_partial_updates(tmp_path):
     assert s.update_tenant("a", token_rate=None).token_rate is None
     with pytest.raises(StoreError, match="unknown tenant 'zz'"):
         s.update_tenant("zz", bid=3)
-    with pytest.raises(ConfigError, match="bid must be in 1..10"):
+    with pytest.raises(ConfigError, match="bid must be a whole number from 1 to 10"):
         s.update_tenant("a", bid=11)
     assert s.tenant("a").bid == 5  # a refused change changes nothing
     assert Store(tmp_path / "a.db").tenants() == s.tenants()  # on disk

@@ -145,7 +145,7 @@ tenants:
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("bid: 3", "bid: 12", "s.yaml:3: field 'tenants[0].bid': tenant 'a': bid must be in 1..10"),
+    ("bid: 3", "bid: 12", "s.yaml:3: field 'tenants[0].bid': tenant 'a': bid must be a whole number from 1 to 10"),
     ("bid: 3", "bid: high", "s.yaml:3: field 'tenants[0].bid': expected an integer, got 'high'"),
     ("bid: 3", "colour: red", "s.yaml:3: field 'tenants[0].colour': unknown field"),
     ("rate: 2", "rate: -2", "s.yaml:5: field 'tenants[0].traffic.arrival.rate': must be > 0"),
@@ -159,7 +159,7 @@ tenants:
     ("  - id: a\n", "  - id: a\n    over_limit: later\n",
      "s.yaml:3: field 'tenants[0].over_limit': expected reject, delay or demote"),
     ("    traffic:\n", "    token_rate: 0\n    traffic:\n",
-     "s.yaml:4: field 'tenants[0].token_rate': tenant 'a': token_rate must be > 0"),
+     "s.yaml:4: field 'tenants[0].token_rate': tenant 'a': token_rate must be a number from 1e-06 to 1e+12"),
     ("      requests: 10\n", "", "s.yaml:4: field 'tenants[0].traffic': give 'requests' or"),
 ])
 def test_malformed_scenario_names_file_line_and_field(old, new, expected):

@@ -14,46 +14,64 @@ running scheduler at once; other replicas pick them up within `store.reload_s`.
 """
 from __future__ import annotations
 
-import hmac
 import time
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Request as HttpRequest
+from fastapi import APIRouter, Depends, Header, Query, Request as HttpRequest
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aps.core import ConfigError, OverLimit, Tenant
 from aps.server.errors import ApiError
 from aps.store import StoreError
 from aps.store.export import parse_time, usage_csv
+from aps.core.tenant import AMOUNT_RANGE, BID_RANGE, MAX_COUNT
 from aps.store.sqlite import KEY_PREFIX_LEN
+
+MAX_USAGE_ROWS = 1_000_000  # the most `limit` may ask for; without `limit`, every row
 
 
 def _admin(http: HttpRequest, authorization: str | None = Header(None)):
-    gw = http.app.state.gateway
-    expected = gw.config.admin_key
-    if expected is None:
-        raise ApiError(403, "the admin API is off: set admin_key in the configuration "
-                            "(or APS_ADMIN_KEY)", "admin_disabled")
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "admin API: missing or wrong admin key", "invalid_admin_key")
-    return gw
+    """Checked first by the gateway's middleware, before any body is read; again here, so a
+    route never runs without it."""
+    http.app.state.gateway.check_admin(authorization)
 
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(_admin)])
 
 
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)  # omitted means "as it is", not null
+
+
+def _amount(nullable: bool):
+    """A weight, rate or burst: finite and within what the store keeps (AMOUNT_RANGE)."""
+    low, high = AMOUNT_RANGE
+    return Field(None, ge=low, le=high, allow_inf_nan=False, strict=True,
+                 json_schema_extra=None if nullable else _no_default)
+
+
 class TenantFields(BaseModel):
-    """A tenant's settings; omitted fields keep their defaults (PUT) or values (PATCH)."""
+    """A tenant's settings; omitted fields keep their defaults (PUT) or values (PATCH). A limit
+    (rates, bursts, max_concurrent) may be null: no limit; weight, bid and over_limit may not."""
     model_config = ConfigDict(extra="forbid")
-    weight: float | None = Field(None, gt=0)
-    bid: int | None = Field(None, ge=1, le=10)
-    token_rate: float | None = Field(None, gt=0)
-    token_burst: float | None = Field(None, gt=0)
-    request_rate: float | None = Field(None, gt=0)
-    request_burst: float | None = Field(None, gt=0)
-    max_concurrent: int | None = Field(None, ge=1)
-    over_limit: OverLimit | None = None
+    weight: float = _amount(nullable=False)
+    bid: int = Field(None, ge=BID_RANGE[0], le=BID_RANGE[1], strict=True,
+                     json_schema_extra=_no_default)
+    token_rate: float | None = _amount(nullable=True)
+    token_burst: float | None = _amount(nullable=True)
+    request_rate: float | None = _amount(nullable=True)
+    request_burst: float | None = _amount(nullable=True)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_COUNT, strict=True)
+    over_limit: OverLimit = Field(None, json_schema_extra=_no_default)
+
+    @field_validator("weight", "bid", "over_limit", mode="before")
+    @classmethod
+    def _not_null(cls, value, info):
+        if value is None:  # only when sent: an omitted field is not validated
+            raise ValueError(f"cannot be null: omit {info.field_name} to keep its default (PUT) "
+                             "or its value (PATCH)")
+        return value
 
 
 def tenant_json(t: Tenant) -> dict:
@@ -83,9 +101,9 @@ async def put_tenant(tenant_id: str, body: TenantFields, http: HttpRequest):
     fields = body.model_dump(exclude_none=True)
     try:
         tenant = Tenant(tenant_id, **fields)
+        created = gw.store.put_tenant(tenant)
     except ConfigError as exc:
         raise ApiError(400, str(exc), "invalid_tenant") from None
-    created = gw.store.put_tenant(tenant)
     gw.reload()  # here at once; other replicas within store.reload_s
     return JSONResponse(tenant_json(tenant), status_code=201 if created else 200)
 
@@ -144,19 +162,26 @@ async def revoke_key(prefix: str, http: HttpRequest):
     return Response(status_code=204)
 
 
-@router.get("/usage")
-async def usage(http: HttpRequest, tenant: str | None = None, since: str | None = None,
-                until: str | None = None, limit: int | None = None, format: str = "json"):
-    gw = http.app.state.gateway
-    if format not in ("json", "csv"):
-        raise ApiError(400, f"format must be json or csv, got {format!r}", "invalid_request")
-    if limit is not None and limit < 1:
-        raise ApiError(400, "limit must be >= 1", "invalid_request")
+_LIMIT = Query(None, ge=1, le=MAX_USAGE_ROWS, description="at most this many rows")
+
+
+def _times(since: str | None, until: str | None) -> tuple[float | None, float | None]:
     try:
         now = time.time()
-        rows = gw.store.usage(tenant, parse_time(since, now), parse_time(until, now), limit)
+        return parse_time(since, now), parse_time(until, now)
     except StoreError as exc:
         raise ApiError(400, str(exc), "invalid_request") from None
+    except (ValueError, OverflowError) as exc:  # a date the platform cannot convert
+        raise ApiError(400, f"cannot read the time: {exc}", "invalid_request") from None
+
+
+@router.get("/usage")
+async def usage(http: HttpRequest, tenant: str | None = None, since: str | None = None,
+                until: str | None = None, limit: int | None = _LIMIT,
+                format: Literal["json", "csv"] = "json"):
+    gw = http.app.state.gateway
+    start, end = _times(since, until)
+    rows = gw.store.usage(tenant, start, end, limit)
     if format == "csv":
         return Response(usage_csv(rows), media_type="text/csv")
     return {"data": rows}
@@ -166,8 +191,4 @@ async def usage(http: HttpRequest, tenant: str | None = None, since: str | None 
 async def usage_summary(http: HttpRequest, tenant: str | None = None, since: str | None = None,
                         until: str | None = None):
     gw = http.app.state.gateway
-    try:
-        now = time.time()
-        return {"data": gw.store.usage_totals(tenant, parse_time(since, now), parse_time(until, now))}
-    except StoreError as exc:
-        raise ApiError(400, str(exc), "invalid_request") from None
+    return {"data": gw.store.usage_totals(tenant, *_times(since, until))}

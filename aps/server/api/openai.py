@@ -12,6 +12,7 @@ from aps.core import Request, Status
 from aps.engines.upstream_http import UpstreamCall
 from aps.server.api.client import disconnected
 from aps.server.api.schemas import ChatBody, CompletionBody
+from aps.server.errors import ApiError
 
 router = APIRouter(prefix="/v1")
 
@@ -50,6 +51,9 @@ async def chat_completions(body: ChatBody, http: HttpRequest,
 
 
 async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: bool):
+    if body.n is not None and body.n != 1:  # one choice per request: say so, never drop some
+        raise ApiError(400, f"only n=1 is supported (got n={body.n}): send one request per "
+                            "choice", "invalid_request", param="n")
     gw = http.app.state.gateway
     caller = gw.caller(authorization)
     kind = "chat" if chat else "completion"

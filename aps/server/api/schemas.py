@@ -1,9 +1,14 @@
-"""Request bodies. Unknown fields are accepted: real clients send many (`ignore_eos`, `n`, ...)."""
+"""Request bodies. Unknown fields are accepted: real clients send many (`ignore_eos`, `user`, ...).
+
+Integers and booleans are strict: `"max_tokens": true` or `"stream": "yes"` is a 400, not a
+guess. Floats (temperature, top_p, ...) pass through to the engine as sent."""
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOKENS = 2**31 - 1  # tokens one request may ask for: far beyond any model's context
 
 
 class _Open(BaseModel):
@@ -14,21 +19,23 @@ class InferBody(_Open):
     """The seeds' API."""
     tenant_id: str | None = None
     prompt: str
-    tokens_requested: int = Field(128, ge=1)
-    priority_bid: int | None = Field(None, ge=1, le=10)
+    tokens_requested: int = Field(128, ge=1, le=MAX_TOKENS, strict=True)
+    priority_bid: int | None = Field(None, ge=1, le=10, strict=True)
 
 
 class StreamOptions(_Open):
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 
 class _Generation(_Open):
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, strict=True)
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    priority: int | None = Field(None, ge=1, le=10)  # APS bid: higher is served first
+    priority: int | None = Field(None, ge=1, le=10, strict=True)  # APS bid: higher goes first
+    n: int | None = Field(None, ge=1, strict=True,
+                          description="choices to generate: only 1 is supported")
 
     def limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
