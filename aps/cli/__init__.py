@@ -63,7 +63,8 @@ def serve_command(
     port: int = typer.Option(None, help="port (default 8002)"),
     policy: str = typer.Option(None, help="fifo, priority, aps, vtc, class+vtc"),
     speed: float = typer.Option(None, help="run the simulated GPU this many times faster"),
-    force: bool = typer.Option(False, help="allow demo keys on a non-loopback address"),
+    force: bool = typer.Option(False, help="serve on a network address although demo tenants "
+                               "(which need no key) exist"),
 ) -> None:
     """Run the gateway: the seeds' API and an OpenAI-compatible API, on a simulated GPU or in
     front of upstream servers (`upstreams:` in the configuration)."""

@@ -37,8 +37,9 @@
 Tenants and keys live in the database; `tenants:` (or, with none configured, the seeds' three
 demo tenants and their keys `sk-demo-<tenant>`) only fills an empty database on first start.
 After that `aps tenants|keys` and the /admin API change them, and a running server picks the
-changes up within `store.reload_s`. With no tenants configured the server runs in demo mode:
-`/infer` also accepts key-less requests that name their tenant.
+changes up within `store.reload_s`. The demo tenants, and only they, may also be called without
+a key (`/infer` naming its tenant); while every tenant is a demo tenant (demo mode) per-tenant
+metrics are public too. A tenant added later, by the CLI or the API, always needs its key.
 """
 from __future__ import annotations
 
@@ -146,10 +147,6 @@ class ServerConfig(BaseModel):
             return parse_autoscale({} if value is None else value)
         except ConfigError as exc:  # pydantic reports a ValueError as a validation error
             raise ValueError(str(exc)) from None
-
-    @property
-    def demo(self) -> bool:
-        return not self.tenants
 
     def tenant_configs(self) -> list[TenantConfig]:
         return self.tenants or DEMO_TENANTS

@@ -43,7 +43,8 @@ class Gateway:
         self.perf = make_perf_model(config.model, config.gpu)
         self.store = Store(config.store.path)
         self.directory = Directory(self.store, [(t.tenant(), t.keys)
-                                                for t in config.tenant_configs()])
+                                                for t in config.tenant_configs()],
+                                   demo=not config.tenants)
         self.cluster = None
         if config.store.redis_url:
             s = config.store
@@ -106,7 +107,9 @@ class Gateway:
 
     def caller(self, authorization: str | None, named: str | None = None,
                keyless_ok: bool = False) -> Caller:
-        """Who a request acts for: its key's tenant, or in demo mode a named one."""
+        """Who a request acts for: its key's tenant, or (`keyless_ok`) a demo tenant it names.
+        Named None with no key: whether a demo tenant could be named at all (the middleware
+        asks before the body, which names it, is read)."""
         if authorization:
             key = authorization.removeprefix("Bearer ").strip()
             caller = self.directory.lookup(key)
@@ -115,15 +118,22 @@ class Gateway:
             if named is not None and named != caller.tenant_id:
                 raise ApiError(403, "tenant_id does not match the API key", "tenant_mismatch")
             return caller
-        if keyless_ok and self.config.demo and (named is None or named in self.directory.tenants):
-            return Caller(named or "", "")  # no name yet: the route names the tenant
+        demo = self.directory.demo_tenants
+        if keyless_ok and demo:
+            if named is None or named in demo:
+                return Caller(named or "", "")
+            if named not in self.directory.tenants:
+                raise ApiError(404, f"unknown tenant {named!r}; the demo tenants are "
+                                    f"{', '.join(sorted(demo))}", "unknown_tenant")
+            raise ApiError(401, f"tenant {named!r} needs its API key: send 'Authorization: "
+                                "Bearer <key>'", "missing_api_key")
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key")
 
     def may_see_tenants(self, authorization: str | None) -> bool:
         """Whether /metrics may show tenant-labelled series (names, tokens, shares): in demo
         mode to anyone; otherwise to a scraper with the metrics key, or the operator's admin
         key."""
-        if self.config.demo:
+        if self.directory.demo:
             return True
         given = (authorization or "").removeprefix("Bearer ").strip().encode()
         return any(key is not None and hmac.compare_digest(given, key.encode())

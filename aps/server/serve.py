@@ -9,13 +9,15 @@ import asyncio
 import ipaddress
 import logging
 import resource
+from pathlib import Path
 
 import uvicorn
 
 from aps.core import ConfigError
 from aps.server.app import create_app
-from aps.server.config import ServerConfig
+from aps.server.config import DEMO_TENANTS, ServerConfig
 from aps.server.connections import ConnectionLimits, guarded_protocol
+from aps.store import Store
 
 log = logging.getLogger("aps.server")
 
@@ -73,15 +75,36 @@ def fit_descriptors(max_connections: int, spare: int = 256) -> int:
     return max_connections
 
 
+def keyless_tenants(config: ServerConfig) -> set[str]:
+    """The tenants the gateway would serve without a key: the demo tenants in its database, or
+    those demo seeding would create in a new one."""
+    path = Path(config.store.path)
+    if not path.exists():
+        return set() if config.tenants else {t.id for t in DEMO_TENANTS}
+    store = Store(path)
+    try:
+        if not store.tenants():
+            return set() if config.tenants else {t.id for t in DEMO_TENANTS}
+        return store.demo_tenants()
+    finally:
+        store.close()
+
+
 def serve(config: ServerConfig, force: bool = False) -> None:
-    if not is_loopback(config.host) and config.demo and not force:
-        raise ConfigError(f"refusing to serve demo keys on {config.host}: configure tenants "
-                          "and keys, or pass --force")
+    keyless = keyless_tenants(config)
+    if keyless and not is_loopback(config.host) and not force:
+        raise ConfigError(
+            f"refusing to serve on {config.host}: the demo tenants ({', '.join(sorted(keyless))}) "
+            f"take requests without a key. Remove them (aps tenants remove NAME --db "
+            f"{config.store.path}) and configure tenants with keys, or serve on 127.0.0.1")
     app = create_app(config)
     gateway = app.state.gateway
-    if config.demo:
-        keys = ", ".join(f"{t.id}: {t.keys[0]}" for t in config.tenant_configs())
-        log.warning("demo mode: no tenants configured; demo keys are %s", keys)
+    demo = sorted(gateway.directory.demo_tenants)
+    if demo:
+        keys = [f"{t.id}: {t.keys[0]}" for t in DEMO_TENANTS
+                if t.id in demo and gateway.directory.lookup(t.keys[0]) is not None]
+        log.warning("demo tenants %s take requests without a key%s", ", ".join(demo),
+                    f"; their keys: {', '.join(keys)}" if keys else "")
     if config.upstreams:
         engine = f"{len(config.upstreams)} upstream server(s): " + \
             ", ".join(f"{u.url} ({u.model}, {u.max_in_flight} seats)" for u in config.upstreams)

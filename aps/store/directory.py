@@ -18,19 +18,30 @@ class Caller:
 
 
 class Directory:
-    def __init__(self, store: Store, seed: list[tuple[Tenant, list[str]]]):
+    """`seed` fills an empty database (`demo`: with the demo tenants, which may then be called
+    without a key: no other tenant ever may)."""
+
+    def __init__(self, store: Store, seed: list[tuple[Tenant, list[str]]], demo: bool = False):
         self.store = store
         if not store.tenants():
             for tenant, keys in seed:
                 store.put_tenant(tenant)
                 for key in keys:
                     store.create_key(tenant.tenant_id, key)
-            log.info("empty database %s: created tenants %s", store.path,
-                     ", ".join(t.tenant_id for t, _ in seed))
+            if demo:
+                store.mark_demo(t.tenant_id for t, _ in seed)
+            log.info("empty database %s: created %stenants %s", store.path,
+                     "the demo " if demo else "", ", ".join(t.tenant_id for t, _ in seed))
         self.tenants: dict[str, Tenant] = {}
+        self.demo_tenants: set[str] = set()
         self._keys: dict[str, tuple[str, str]] = {}
         self._version = None
         self.reload()
+
+    @property
+    def demo(self) -> bool:
+        """Demo mode: every tenant is a demo tenant (then per-tenant figures are public too)."""
+        return bool(self.tenants) and set(self.tenants) <= self.demo_tenants
 
     def lookup(self, key: str) -> Caller | None:
         found = self._keys.get(hash_key(key))
@@ -46,6 +57,7 @@ class Directory:
         self._version = self.store.data_version()
         tenants = {t.tenant_id: t for t in self.store.tenants()}
         self._keys = self.store.key_table()
+        self.demo_tenants = self.store.demo_tenants()
         changed = [t for t in tenants.values() if self.tenants.get(t.tenant_id) != t]
         removed = [tid for tid in self.tenants if tid not in tenants]
         first, self.tenants = not self.tenants, tenants

@@ -1,7 +1,7 @@
 """Tenants, API keys and the usage ledger in one SQLite file (WAL mode).
 
 Keys are stored only as a SHA-256 hash (they are long random strings, so a fast hash is enough:
-there is nothing to brute-force) with a visible prefix to tell them apart. The ledger has one row
+there is nothing to brute-force) with a visible label (head...tail) to tell them apart. The ledger has one row
 per finished, failed or cancelled request, committed before the client hears the request ended:
 a crash of the server loses no acknowledged request.
 
@@ -60,6 +60,8 @@ MIGRATIONS = [
     CREATE INDEX usage_tenant_time ON usage(tenant_id, finished);
     CREATE INDEX usage_time ON usage(finished);
     """,
+    # 2: the tenants demo seeding created, the only ones that may be called without a key
+    "ALTER TABLE tenants ADD COLUMN demo INTEGER NOT NULL DEFAULT 0",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -68,8 +70,6 @@ TENANT_FIELDS = ("weight", "bid", "token_rate", "token_burst", "request_rate", "
 USAGE_COLUMNS = ("request_id", "tenant_id", "key_prefix", "model", "bid", "arrival",
                  "first_token", "finished", "prompt_tokens", "completion_tokens", "status",
                  "reason", "cost")
-KEY_PREFIX_LEN = 12  # "sk-aps-" and five characters: enough to tell keys apart in a list
-
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -77,6 +77,13 @@ def hash_key(key: str) -> str:
 
 def new_key() -> str:
     return "sk-aps-" + secrets.token_urlsafe(32)
+
+
+def key_label(key: str) -> str:
+    """How a key is shown, listed and revoked: its head and tail, at most half of it, so keys
+    that share a beginning (sk-demo-tenant_a, sk-demo-tenant_b) still differ."""
+    n = len(key)
+    return key[:min(8, n // 3)] + "..." + key[n - min(4, n // 6):]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,15 @@ class Store:
             self.put_tenant(updated)
             return updated
 
+    def mark_demo(self, tenant_ids: Iterable[str]) -> None:
+        """These tenants were made by demo seeding: they may be called without a key."""
+        with self._transaction():
+            self.db.executemany("UPDATE tenants SET demo = 1 WHERE id = ?",
+                                [(t,) for t in tenant_ids])
+
+    def demo_tenants(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM tenants WHERE demo = 1")}
+
     def remove_tenant(self, tenant_id: str) -> bool:
         """Remove a tenant and its keys; its ledger rows stay (they are the bill)."""
         with self._transaction():
@@ -193,7 +209,7 @@ class Store:
             with self._transaction():
                 self.db.execute("INSERT INTO api_keys (hash, prefix, tenant_id, created_at) "
                                 "VALUES (?, ?, ?, ?)",
-                                (hash_key(key), key[:KEY_PREFIX_LEN], tenant_id, self._clock()))
+                                (hash_key(key), key_label(key), tenant_id, self._clock()))
         except sqlite3.IntegrityError:
             if self.tenant(tenant_id) is None:
                 raise StoreError(f"unknown tenant {tenant_id!r}") from None
@@ -201,15 +217,12 @@ class Store:
         return key
 
     def revoke_key(self, prefix_or_key: str) -> int:
-        """Revoke the live keys whose prefix is given (or the full key). Returns how many.
-        An ambiguous prefix revokes nothing and says so."""
-        if len(prefix_or_key) > KEY_PREFIX_LEN:
-            where, arg = "hash = ?", hash_key(prefix_or_key)
-        else:
-            where, arg = "prefix = ?", prefix_or_key
+        """Revoke the live keys shown with this prefix (`key_label`), or the key given whole.
+        Returns how many. An ambiguous prefix revokes nothing and says so."""
         with self._transaction():
-            live = self.db.execute(f"SELECT hash FROM api_keys WHERE {where} AND revoked_at IS NULL",
-                                   (arg,)).fetchall()
+            live = self.db.execute("SELECT hash FROM api_keys WHERE (prefix = ? OR hash = ?) "
+                                   "AND revoked_at IS NULL",
+                                   (prefix_or_key, hash_key(prefix_or_key))).fetchall()
             if len(live) > 1:
                 raise StoreError(f"prefix {prefix_or_key!r} matches {len(live)} keys: give the "
                                  "full key")

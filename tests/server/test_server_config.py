@@ -8,7 +8,7 @@ from aps.server.serve import is_loopback, serve
 
 def test_defaults_are_the_demo():
     cfg = load_config(env={})
-    assert cfg.demo and cfg.host == "127.0.0.1" and cfg.port == 8002 and cfg.policy == "aps"
+    assert not cfg.tenants and cfg.host == "127.0.0.1" and cfg.port == 8002 and cfg.policy == "aps"
     assert [t.keys[0] for t in cfg.tenant_configs()] == [
         "sk-demo-tenant_a", "sk-demo-tenant_b", "sk-demo-tenant_c"]
 
@@ -17,7 +17,7 @@ def test_file_then_environment_then_options(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("policy: vtc\nport: 9000\nspeed: 2\ntenants:\n  - {id: a, keys: [k1]}\n")
     cfg = load_config(path, env={"APS_PORT": "9100", "APS_SPEED": "4"}, speed=8)
-    assert (cfg.policy, cfg.port, cfg.speed, cfg.demo) == ("vtc", 9100, 8.0, False)
+    assert (cfg.policy, cfg.port, cfg.speed, bool(cfg.tenants)) == ("vtc", 9100, 8.0, True)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -35,11 +35,15 @@ def test_a_bad_file_says_what_is_wrong(tmp_path, text, message):
         load_config(path, env={})
 
 
-def test_demo_keys_stay_on_loopback_unless_forced():
+def test_keyless_demo_tenants_stay_on_loopback(tmp_path):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
-    with pytest.raises(ConfigError, match="refusing to serve demo keys on 0.0.0.0"):
-        serve(load_config(env={}, host="0.0.0.0"))
+    env = {"APS_DB": str(tmp_path / "new.db")}
+    with pytest.raises(ConfigError, match="refusing to serve on 0.0.0.0: the demo tenants "
+                                          r"\(tenant_a, tenant_b, tenant_c\) take requests "
+                                          "without a key") as refused:
+        serve(load_config(env=env, host="0.0.0.0"))
+    assert "--force" not in str(refused.value)  # the way out is keys, not opening it up
 
 
 def test_upstreams_must_serve_one_model():

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from aps.cli import app as cli
 from aps.bench.server import LocalServer
+from aps.core import Tenant
 from aps.store import Store
+from aps.store.sqlite import key_label
 
 ADMIN = "admin-key-for-tests-0123456789"
 CONFIG = f"""
@@ -75,7 +77,7 @@ def test_tenant_and_key_lifecycle_through_the_admin_api(server):
     assert admin(server, "PATCH", "/tenants/ghost", json={"weight": 3}).status_code == 404
     created = admin(server, "POST", "/tenants/newco/keys").json()
     key = created["key"]
-    assert key.startswith(created["prefix"]) and len(key) > 40
+    assert created["prefix"] == key_label(key) and len(key) > 40
     out = complete(server, key)
     assert out.usage.completion_tokens == 3
     rows = admin(server, "GET", "/usage", params={"tenant": "newco"}).json()["data"]
@@ -123,7 +125,7 @@ def test_cli_changes_reach_a_running_server(server):
     eventually(limited)
     with pytest.raises(openai.BadRequestError, match="burst of 5"):
         complete(server, key, tokens=50)  # can never fit the new burst
-    assert CliRunner().invoke(cli, ["keys", "revoke", key[:12], *db]).exit_code == 0
+    assert CliRunner().invoke(cli, ["keys", "revoke", key_label(key), *db]).exit_code == 0
 
     def refused():
         with pytest.raises(openai.AuthenticationError):
@@ -199,3 +201,56 @@ def test_every_acknowledged_request_is_in_the_ledger_after_sigkill(tmp_path):
     assert len(ids) == len(set(ids))
     missing = set(acked) - set(ids)
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests not in the ledger"
+
+
+def test_only_demo_tenants_are_served_without_a_key(tmp_path):
+    """Demo mode means the demo tenants demo seeding made: a tenant added with `aps tenants add`
+    (no tenants in the YAML) needs its key, and the log lists only keys that exist."""
+    db = tmp_path / "ops.db"
+    store = Store(db)
+    store.put_tenant(Tenant("acme"))
+    acme_key = store.create_key("acme")
+    store.close()
+    log = tmp_path / "ops.log"
+    s = LocalServer("{}", speed=200, log_path=log, db_path=db)  # no tenants in the YAML
+    try:
+        r = httpx.post(s.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        r = httpx.post(s.url + "/infer", headers={"Authorization": f"Bearer {acme_key}"},
+                       json={"tenant_id": "acme", "prompt": "p", "tokens_requested": 2})
+        assert r.status_code == 200
+        assert httpx.get(s.url + "/health").json()["demo"] is False
+        assert "tenant=" not in httpx.get(s.url + "/metrics").text  # not public either
+    finally:
+        s.stop()
+    assert "sk-demo" not in log.read_text()
+
+
+def test_a_tenant_added_beside_the_demo_ones_needs_its_key(tmp_path):
+    db = tmp_path / "demo.db"
+    s = LocalServer("{}", speed=200, log_path=tmp_path / "a.log", db_path=db)
+    try:
+        r = httpx.post(s.url + "/infer", json={"tenant_id": "nope", "prompt": "p"})
+        assert r.status_code == 404 and "tenant_a" in r.json()["error"]["message"]
+        result = CliRunner().invoke(cli, ["tenants", "add", "acme", "--db", str(db)])
+        assert result.exit_code == 0
+        time.sleep(1.5)  # the server reloads tenants within store.reload_s
+        r = httpx.post(s.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
+        assert r.status_code == 401 and "acme" in r.json()["error"]["message"]
+        r = httpx.post(s.url + "/infer", json={"tenant_id": "tenant_a", "prompt": "p",
+                                               "tokens_requested": 2})
+        assert r.status_code == 200  # a demo tenant still is
+        assert httpx.get(s.url + "/health").json()["demo"] is False  # not every tenant is
+    finally:
+        s.stop()
+
+
+def test_demo_keys_are_listed_apart_and_revoked_by_their_label(tmp_path):
+    db = tmp_path / "demo.db"
+    LocalServer("{}", speed=200, log_path=tmp_path / "a.log", db_path=db).stop()
+    labels = [k.prefix for k in Store(db).keys()]
+    assert len(set(labels)) == 3, labels
+    result = CliRunner().invoke(cli, ["keys", "revoke", key_label("sk-demo-tenant_b"),
+                                      "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert [k.tenant_id for k in Store(db).keys() if k.revoked_at is not None] == ["tenant_b"]

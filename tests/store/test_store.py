@@ -4,6 +4,8 @@ import sqlite3
 
 import pytest
 
+from aps.store.sqlite import key_label
+
 from aps.core import ConfigError, OverLimit, Tenant
 from aps.workload.scenarios import load_scenario
 from aps.store import Store, StoreError, hash_key
@@ -38,16 +40,18 @@ def test_keys_are_stored_only_as_hashes_and_revocation_is_precise(tmp_path):
     key = s.create_key("a")
     raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
     assert key.encode() not in raw and hash_key(key).encode() in raw
-    assert s.key_table() == {hash_key(key): ("a", key[:12])}
+    assert s.key_table() == {hash_key(key): ("a", key_label(key))}
     with pytest.raises(StoreError, match="unknown tenant"):
         s.create_key("nobody")
-    s.create_key("a", "sk-aps-same-prefix-1")
-    s.create_key("a", "sk-aps-same-prefix-2")
+    first, second = "sk-aps-same-AAAAAA-end", "sk-aps-same-BBBBBB-end"
+    assert key_label(first) == key_label(second)  # shown alike: only the whole key tells
+    s.create_key("a", first)
+    s.create_key("a", second)
     with pytest.raises(StoreError, match="matches 2 keys"):
-        s.revoke_key("sk-aps-same-")
-    assert s.revoke_key("sk-aps-same-prefix-1") == 1  # the full key picks one
-    assert s.revoke_key(key[:12]) == 1 and s.revoke_key(key[:12]) == 0
-    assert list(s.key_table().values()) == [("a", "sk-aps-same-")]
+        s.revoke_key(key_label(first))
+    assert s.revoke_key(first) == 1  # the full key picks one
+    assert s.revoke_key(key_label(key)) == 1 and s.revoke_key(key_label(key)) == 0
+    assert list(s.key_table().values()) == [("a", key_label(second))]
     s.remove_tenant("a")
     assert s.keys() == [] and s.key_table() == {}
 
@@ -76,24 +80,26 @@ def test_migrations_upgrade_in_place_and_refuse_a_newer_schema(tmp_path, monkeyp
     monkeypatch.setattr(store_sqlite, "MIGRATIONS", store_sqlite.MIGRATIONS + [step])
     monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", len(store_sqlite.MIGRATIONS))
     s = Store(path)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    newer = store_sqlite.SCHEMA_VERSION
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == newer
     assert s.db.execute("SELECT bid, note FROM tenants").fetchone()[:] == (7, "kept")
     s.close()
     monkeypatch.undo()
-    with pytest.raises(StoreError, match="schema version 2 is newer than this APS understands"):
+    with pytest.raises(StoreError, match=f"schema version {newer} is newer than this APS understands"):
         Store(path)
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "a.db"
     Store(path).close()
+    current = store_sqlite.SCHEMA_VERSION
     monkeypatch.setattr(store_sqlite, "MIGRATIONS",
                         store_sqlite.MIGRATIONS + ["CREATE TABLE t (x); SELECT * FROM missing"])
-    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", current + 1)
     with pytest.raises(StoreError, match="no such table: missing"):
         Store(path)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == current
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchone() is None
 
 
@@ -155,7 +161,7 @@ def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path):
     assert run(app, ["tenants", "set", "acme", *db]).exit_code == 2  # nothing to change
     second = run(app, ["keys", "create", "acme", *db]).output.strip().splitlines()[-1]
     keys = run(app, ["keys", "list", *db]).output
-    assert second[:12] in keys and keys.count("acme") == 2
+    assert key_label(second) in keys and keys.count("acme") == 2
     assert run(app, ["keys", "create", "ghost", *db]).exit_code == 2
     Store(tmp_path / "ops.db").record([row("r1", "acme", 50.0, prompt=9, out=4)])
     exported = run(app, ["usage", "export", "--trace", str(tmp_path / "t.yaml"), *db])

@@ -26,7 +26,7 @@ from aps.server.errors import ApiError
 from aps.store import StoreError
 from aps.store.export import parse_time, usage_csv
 from aps.core.tenant import AMOUNT_RANGE, BID_RANGE, MAX_COUNT
-from aps.store.sqlite import KEY_PREFIX_LEN
+from aps.store.sqlite import key_label
 
 MAX_USAGE_ROWS = 1_000_000  # the most `limit` may ask for; without `limit`, every row
 
@@ -138,7 +138,7 @@ async def create_key(tenant_id: str, http: HttpRequest):
     except StoreError as exc:
         raise ApiError(404, str(exc), "not_found") from None
     gw.reload()  # here at once; other replicas within store.reload_s
-    return {"tenant_id": tenant_id, "key": key, "prefix": key[:KEY_PREFIX_LEN],
+    return {"tenant_id": tenant_id, "key": key, "prefix": key_label(key),
             "note": "store this key now: only its hash is kept"}
 
 

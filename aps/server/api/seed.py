@@ -32,7 +32,7 @@ async def health(http: HttpRequest):
     gw = http.app.state.gateway
     return {"status": "ok" if gw.driver.accepting else "draining", "model": gw.backend.model_name,
             "policy": gw.sched.policy.name, "running": gw.sched.num_running,
-            "waiting": gw.sched.num_waiting, "demo": gw.config.demo}
+            "waiting": gw.sched.num_waiting, "demo": gw.directory.demo}
 
 
 @router.get("/tenants/{tenant_id}/status")
