@@ -74,10 +74,10 @@ class Driver:
         if not self.accepting:
             raise Draining(self._refusal)
 
-    def cancel(self, request_id: str) -> None:
+    def cancel(self, request_id: str, reason: str = "cancelled") -> None:
         """Drop a request if it is still live (a no-op once it has ended)."""
         if request_id in self.sched.requests:
-            self.sched.cancel(request_id, self.now())
+            self.sched.cancel(request_id, self.now(), reason)
             self._settle()
             self._wake.set()
 
@@ -135,8 +135,9 @@ class Driver:
     # -- shutting down ---------------------------------------------------------------------
 
     async def drain(self, timeout_s: float) -> int:
-        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest.
-        Returns how many were cancelled."""
+        """Stop accepting, let in-flight requests finish for up to `timeout_s`, cancel the rest
+        (reason `server_shutting_down`). Returns how many were cancelled. Draining again, once
+        drained, returns at once."""
         self.accepting = False
         self._wake.set()
         deadline = self.now() + timeout_s
@@ -144,7 +145,7 @@ class Driver:
             await asyncio.sleep(min(0.01, max(0.0, deadline - self.now())))
         left = list(self.sched.requests)
         for request_id in left:
-            self.cancel(request_id)
+            self.cancel(request_id, "server_shutting_down")
         if self._task is not None:
             self._wake.set()
             await self._task

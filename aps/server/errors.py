@@ -24,9 +24,14 @@ class ApiError(Exception):
         self.headers, self.param = headers or {}, param
 
 
+def error_type(status: int) -> str:
+    """OpenAI's `type` for an HTTP status."""
+    return _TYPES.get(status, "api_error")
+
+
 def error_response(status: int, message: str, code: str | None = None,
                    headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "api_error"),
+    body = {"error": {"message": message, "type": error_type(status),
                       "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 

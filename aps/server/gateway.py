@@ -275,5 +275,6 @@ def ended_error(req: Request, error: Exception | None) -> ApiError:
         status = 502 if error.retryable or error.status is None else error.status
         return ApiError(status, error.message, "upstream_error")
     if req.status is Status.CANCELLED:  # by the server: its drain ran out of time
-        return ApiError(503, f"request cancelled: {req.reason}", "draining", errors.retry_after(5))
+        return ApiError(503, "the server shut down before the request finished; retry it",
+                        "server_shutting_down", errors.retry_after(5))
     return ApiError(500, f"request {req.status.value}: {req.reason}", "engine_error")

@@ -41,17 +41,20 @@ class DrainingServer(uvicorn.Server):
         if self._draining:
             return super().handle_exit(sig, frame)
         self._draining = True
-        self.gateway.driver.accepting = False
         log.warning("draining: refusing new requests, waiting up to %.0f s for %d in flight",
                     self.drain_timeout_s, len(self.gateway.sched.requests))
         asyncio.get_running_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        driver = self.gateway.driver
-        deadline = driver.now() + self.drain_timeout_s
-        while self.gateway.sched.requests and driver.now() < deadline:
-            await asyncio.sleep(0.02)
-        self.should_exit = True
+        """Let requests finish until the deadline; cancel the rest, whose clients then hear why
+        (an error in the API's shape, or an SSE error event) and whose ledger rows are written;
+        only then stop the server, so no stream is cut mid-body."""
+        gw = self.gateway
+        cancelled = await gw.driver.drain(self.drain_timeout_s)
+        if cancelled:
+            log.warning("drain timeout: %d requests cancelled (server_shutting_down)", cancelled)
+        await gw.ledger.settled()
+        self.should_exit = True  # uvicorn lets the handlers write their last words first
 
 
 def fit_descriptors(max_connections: int, spare: int = 256) -> int:
@@ -120,7 +123,7 @@ def serve(config: ServerConfig, force: bool = False) -> None:
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                         http=guarded_protocol(connections),
                         timeout_keep_alive=limits.idle_timeout_s,
-                        timeout_graceful_shutdown=int(config.drain_timeout_s) + 5,
+                        timeout_graceful_shutdown=1,  # the drain happened before
                         access_log=False)
     server = DrainingServer(uv, gateway, config.drain_timeout_s)
     server.run()

@@ -1,6 +1,7 @@
 """The gateway as users run it: a real uvicorn process on 127.0.0.1, the official openai SDK."""
 import asyncio
 import signal
+import sqlite3
 import time
 
 import httpx
@@ -285,5 +286,49 @@ def test_the_summary_of_a_fresh_gateway_is_valid_json(tmp_path):
     try:
         r = httpx.get(s.url + "/metrics?format=json")
         assert r.status_code == 200 and r.json()["cost_per_1m_tokens_usd"] is None
+    finally:
+        s.stop()
+
+
+def test_sigterm_past_the_drain_timeout_ends_streams_with_an_error_event_and_a_ledger_row(tmp_path):
+    """Streams still running at the deadline hear why (an SSE error event, then [DONE]), their
+    rows are written, and the process exits within drain_timeout_s plus a second."""
+    config = CONFIG.replace("speed: 50", "speed: 1").replace("drain_timeout_s: 5",
+                                                              "drain_timeout_s: 1")
+    s = start_server(tmp_path, config)
+    try:
+        async def main():
+            async with httpx.AsyncClient(timeout=30) as c:
+                h = {"Authorization": "Bearer sk-acme"}
+
+                async def stream():
+                    async with c.stream("POST", s.url + "/v1/completions", headers=h,
+                                        json={"prompt": "p", "max_tokens": 5000,
+                                              "stream": True}) as r:
+                        return b"".join([part async for part in r.aiter_bytes()])
+
+                async def plain():
+                    return await c.post(s.url + "/v1/completions", headers=h,
+                                        json={"prompt": "p", "max_tokens": 5000})
+
+                tasks = [asyncio.create_task(stream()), asyncio.create_task(plain())]
+                await asyncio.sleep(0.5)
+                t0 = time.monotonic()
+                s.proc.send_signal(signal.SIGTERM)
+                streamed, answered = await asyncio.gather(*tasks)
+                return streamed, answered, t0
+        streamed, answered, t0 = asyncio.run(main())
+        assert s.proc.wait(10) == 0
+        exited = time.monotonic() - t0
+        assert exited < 1 + 1.5, exited
+        events = [e for e in streamed.split(b"\n\n") if e]
+        assert b'"server_shutting_down"' in events[-2] and events[-1] == b"data: [DONE]"
+        assert answered.status_code == 503
+        assert answered.json()["error"]["code"] == "server_shutting_down"
+        assert "Retry-After" in answered.headers
+        with sqlite3.connect(s.db_path) as db:
+            rows = db.execute("SELECT status, reason FROM usage").fetchall()
+        assert rows == [("cancelled", "server_shutting_down")] * 2
+        assert "CancelledError" not in (tmp_path / "server.log").read_text()
     finally:
         s.stop()

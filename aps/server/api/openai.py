@@ -12,7 +12,8 @@ from aps.core import Request, Status
 from aps.engines.upstream_http import UpstreamCall
 from aps.server.api.client import disconnected
 from aps.server.api.schemas import ChatBody, CompletionBody
-from aps.server.errors import ApiError
+from aps.server.errors import ApiError, error_type
+from aps.server.gateway import ended_error
 
 router = APIRouter(prefix="/v1")
 
@@ -109,9 +110,10 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
             yield event([piece(text, None, first)]) if first else token(text)
             first = False
         await gw.recorded(req)  # its usage row is written before its last event
-        if req.status is not Status.FINISHED:
-            error = {"message": f"request {req.status.value}: {req.reason}", "type": "server_error",
-                     "code": req.status.value}
+        if req.status is not Status.FINISHED:  # the same error a plain request would get
+            err = ended_error(req, stream.error)
+            error = {"message": err.message, "type": error_type(err.status), "param": None,
+                     "code": err.code}
             yield f"data: {json.dumps({'error': error})}\n\n"
         else:
             yield event([piece(None, _finish_reason(req), first)])
