@@ -291,9 +291,10 @@ def test_the_summary_of_a_fresh_gateway_is_valid_json(tmp_path):
         s.stop()
 
 
-def test_sigterm_past_the_drain_timeout_ends_streams_with_an_error_event_and_a_ledger_row(tmp_path):
-    """Streams still running at the deadline hear why (an SSE error event, then [DONE]), their
-    rows are written, and the process exits within drain_timeout_s plus a second."""
+def test_sigterm_under_load_past_the_drain_timeout_tells_every_client_and_bills_it(tmp_path):
+    """Under load, requests still running at the deadline hear why (an SSE error event, then
+    [DONE]; or a 503), their rows are written, and the process exits within drain_timeout_s
+    plus a second."""
     config = CONFIG.replace("speed: 50", "speed: 1").replace("drain_timeout_s: 5",
                                                               "drain_timeout_s: 1")
     s = start_server(tmp_path, config)
@@ -312,24 +313,25 @@ def test_sigterm_past_the_drain_timeout_ends_streams_with_an_error_event_and_a_l
                     return await c.post(s.url + "/v1/completions", headers=h,
                                         json={"prompt": "p", "max_tokens": 5000})
 
-                tasks = [asyncio.create_task(stream()), asyncio.create_task(plain())]
+                streams = [asyncio.create_task(stream()) for _ in range(8)]
+                plains = [asyncio.create_task(plain()) for _ in range(8)]
                 await asyncio.sleep(0.5)
                 t0 = time.monotonic()
                 s.proc.send_signal(signal.SIGTERM)
-                streamed, answered = await asyncio.gather(*tasks)
-                return streamed, answered, t0
+                return (await asyncio.gather(*streams), await asyncio.gather(*plains), t0)
         streamed, answered, t0 = asyncio.run(main())
         assert s.proc.wait(10) == 0
         exited = time.monotonic() - t0
         assert exited < 1 + 1.5, exited
-        events = [e for e in streamed.split(b"\n\n") if e]
-        assert b'"server_shutting_down"' in events[-2] and events[-1] == b"data: [DONE]"
-        assert answered.status_code == 503
-        assert answered.json()["error"]["code"] == "server_shutting_down"
-        assert "Retry-After" in answered.headers
+        for body in streamed:
+            events = [e for e in body.split(b"\n\n") if e]
+            assert b'"server_shutting_down"' in events[-2] and events[-1] == b"data: [DONE]"
+        for r in answered:
+            assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down"
+            assert "Retry-After" in r.headers
         with sqlite3.connect(s.db_path) as db:
             rows = db.execute("SELECT status, reason FROM usage").fetchall()
-        assert rows == [("cancelled", "server_shutting_down")] * 2
+        assert rows == [("cancelled", "server_shutting_down")] * 16
         assert "CancelledError" not in (tmp_path / "server.log").read_text()
     finally:
         s.stop()
