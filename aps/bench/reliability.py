@@ -74,21 +74,31 @@ async def _stream_clients(url: str, seconds: float, streams: int, max_tokens: in
 
 
 def soak(minutes: float, streams: int, speed: float = 20.0, max_tokens: int = 64) -> dict:
-    """`streams` streaming clients for `minutes` against the simulated GPU at `speed`."""
+    """`streams` streaming clients for `minutes` against the simulated GPU at `speed`, memory
+    read after a warm-up and then about ten times more, so a leak shows as a slope."""
     server = LocalServer(SOAK_CONFIG.format(speed=speed))
     try:
         seconds = minutes * 60
         warmup = min(30.0, seconds / 5)
-        rss = {"start_mb": rss_mb(server.proc.pid)}
+        start = rss_mb(server.proc.pid)
         asyncio.run(_stream_clients(server.url, warmup, streams, max_tokens))
-        rss["after_warmup_mb"] = rss_mb(server.proc.pid)
-        counts = asyncio.run(_stream_clients(server.url, seconds - warmup, streams, max_tokens))
-        rss["end_mb"] = rss_mb(server.proc.pid)
+        series = [(warmup, rss_mb(server.proc.pid))]  # (seconds into the run, RSS MB)
+        counts = {"requests": 0, "tokens": 0, "errors": 0}
+        step = (seconds - warmup) / 10
+        for i in range(10):
+            part = asyncio.run(_stream_clients(server.url, step, streams, max_tokens))
+            counts = {k: counts[k] + part[k] for k in counts}
+            series.append((warmup + (i + 1) * step, rss_mb(server.proc.pid)))
         left = held(server.url)
     finally:
         server.stop()
+    (t0, first), (t1, last) = series[0], series[-1]
     return {"minutes": minutes, "streams": streams, "speed": speed, **counts,
-            "rss_mb": rss, "rss_growth_mb": rss["end_mb"] - rss["after_warmup_mb"],
+            "rss_mb": {"start_mb": start, "after_warmup_mb": first, "end_mb": last,
+                       "series": series},
+            "rss_growth_mb": last - first,
+            "rss_slope_mb_per_hour": (last - series[len(series) // 2][1]) /
+                                     max(1e-9, t1 - series[len(series) // 2][0]) * 3600,
             "held_after": left}
 
 

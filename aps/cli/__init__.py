@@ -271,7 +271,8 @@ def bench_soak_command(
     rss = result["rss_mb"]
     console.print(f"{streams} streams for {minutes:g} min: {result['requests']:,} requests, "
                   f"{result['errors']} errors; RSS {rss['after_warmup_mb']:.1f} MB after warm-up, "
-                  f"{rss['end_mb']:.1f} MB at the end ({result['rss_growth_mb']:+.1f} MB); held "
+                  f"{rss['end_mb']:.1f} MB at the end ({result['rss_growth_mb']:+.1f} MB; "
+                  f"{result['rss_slope_mb_per_hour']:+.1f} MB/hour over the second half); held "
                   f"after: {result['held_after']}")
 
 

@@ -114,6 +114,7 @@ class RecentEnds:
     def add(self, now: float, duration: float) -> None:
         self._ends.append((now, duration))
         self._total += duration
+        self._trim(now)  # kept to the window whether or not anyone reads it
 
     def _trim(self, now: float) -> None:
         ends = self._ends

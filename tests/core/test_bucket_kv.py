@@ -75,3 +75,14 @@ def test_bucket_is_ready_at_the_time_it_names_despite_rounding():
         wake = 0.3 + b.time_until(amount, 0.3)
         assert b.can_take(amount, wake), amount
         assert b.time_until(amount, wake) == 0.0
+
+
+def test_recent_ends_keep_only_their_window():
+    from aps.core.stats import RecentEnds
+    recent = RecentEnds(window_s=10)
+    for t in range(1000):
+        recent.add(float(t), 2.0)
+    assert len(recent._ends) <= 11  # bounded by the window, not by how many ended
+    assert recent.time_for(5, 999.0) == pytest.approx(5 * 10 / 11)
+    assert recent.mean_duration(999.0) == pytest.approx(2.0)
+    assert RecentEnds().time_for(3, 0.0) is None
