@@ -322,6 +322,7 @@ def test_sigterm_under_load_past_the_drain_timeout_tells_every_client_and_bills_
         streamed, answered, t0 = asyncio.run(main())
         assert s.proc.wait(10) == 0
         exited = time.monotonic() - t0
+        print(f"\nSIGTERM with 16 clients, drain_timeout_s 1: exited after {exited:.2f} s")
         assert exited < 1 + 1.5, exited
         for body in streamed:
             events = [e for e in body.split(b"\n\n") if e]

@@ -200,6 +200,8 @@ def test_every_acknowledged_request_is_in_the_ledger_after_sigkill(tmp_path):
     ids = [r["request_id"] for r in Store(db).usage()]
     assert len(ids) == len(set(ids))
     missing = set(acked) - set(ids)
+    print(f"\nSIGKILL under 16 clients: {len(acked)} acknowledged, {len(ids)} ledger rows, "
+          f"{len(missing)} acknowledged and missing")
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged requests not in the ledger"
 
 
