@@ -11,6 +11,7 @@ in place, so an operator's file follows the code across upgrades.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import sqlite3
 import time
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from aps.core import Tenant
+from aps.core import ConfigError, Tenant
 from aps.store.errors import StoreError
+
+log = logging.getLogger("aps.store")
 
 MIGRATIONS = [
     """
@@ -140,8 +143,17 @@ class Store:
     # -- tenants ---------------------------------------------------------------------------
 
     def tenants(self) -> list[Tenant]:
+        """Every tenant that can be used. One stored before values were checked (an infinite
+        rate, ...) is left out, and the log says which and how to mend it."""
         rows = self.db.execute("SELECT * FROM tenants ORDER BY id").fetchall()
-        return [_tenant(row) for row in rows]
+        out = []
+        for row in rows:
+            try:
+                out.append(_tenant(row))
+            except ConfigError as exc:
+                log.error("%s: left out: %s; mend it with `aps tenants set` or remove it",
+                          self.path, exc)
+        return out
 
     def tenant(self, tenant_id: str) -> Tenant | None:
         row = self.db.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
@@ -170,14 +182,15 @@ class Store:
     def update_tenant(self, tenant_id: str, **changes) -> Tenant:
         """Change some fields of a tenant (None clears a limit). Raises StoreError if there is
         no such tenant, ConfigError if the result is not a valid tenant."""
-        with self._transaction():
-            current = self.tenant(tenant_id)
+        with self._transaction():  # from the row: a tenant stored unusable can be mended
+            current = self.db.execute("SELECT * FROM tenants WHERE id = ?",
+                                      (tenant_id,)).fetchone()
             if current is None:
                 raise StoreError(f"unknown tenant {tenant_id!r}")
             unknown = set(changes) - set(TENANT_FIELDS)
             if unknown:
                 raise StoreError(f"unknown tenant fields: {', '.join(sorted(unknown))}")
-            fields = {f: getattr(current, f) for f in TENANT_FIELDS}
+            fields = {f: current[f] for f in TENANT_FIELDS}
             if "token_rate" in changes and "token_burst" not in changes:
                 fields["token_burst"] = None  # follows the new rate, as for a new tenant
             if "request_rate" in changes and "request_burst" not in changes:

@@ -188,3 +188,14 @@ def test_a_cached_answer_costs_nothing_unless_hits_are_billed(tmp_path):
     assert served[-1] == pytest.approx(0.002) and hit[-1] == 0.0
     assert hit[8:10] == (1000, 500)  # its tokens are still counted
     assert row("cached", True)[-1] == pytest.approx(0.002)
+
+
+def test_a_tenant_stored_before_values_were_checked_is_left_out_not_fatal(tmp_path, caplog):
+    s = Store(tmp_path / "a.db")
+    s.put_tenant(Tenant("good"))
+    s.put_tenant(Tenant("bad"))
+    s.db.execute("UPDATE tenants SET token_rate = 1e999 WHERE id = 'bad'")  # inf, as old files
+    assert [t.tenant_id for t in s.tenants()] == ["good"]
+    assert "bad" in caplog.text and "aps tenants set" in caplog.text
+    s.update_tenant("bad", token_rate=50)  # mended in place
+    assert [t.tenant_id for t in s.tenants()] == ["bad", "good"]
