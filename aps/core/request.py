@@ -7,8 +7,8 @@
     THROTTLED (over its tenant's limits, outside the run queue) ──> WAITING
 
 Any live state may end in CANCELLED; a request refused at submit is REJECTED; a request the
-executor could not run is FAILED. Those four are terminal and each request reaches one of them
-exactly once.
+executor could not run is FAILED; one still waiting to start at its deadline is EXPIRED. Those
+five are terminal and each request reaches one of them exactly once.
 """
 from __future__ import annotations
 
@@ -25,13 +25,15 @@ class Status(str, Enum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     FAILED = "failed"
+    EXPIRED = "expired"
 
     @property
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({Status.FINISHED, Status.CANCELLED, Status.REJECTED, Status.FAILED})
+_TERMINAL = frozenset({Status.FINISHED, Status.CANCELLED, Status.REJECTED, Status.FAILED,
+                       Status.EXPIRED})
 
 
 @dataclass(slots=True, eq=False)
@@ -47,7 +49,10 @@ class Request:
     prompt_tokens: int
     max_tokens: int
     arrival: float
-    bid: int | None = None  # None: the tenant's default bid
+    bid: int | None = None  # None: the tenant's default bid; above its max_bid: clamped to it
+    model: str = ""  # what it asks for: picks its prices (and, upstream, its pool)
+    max_queue_s: float | None = None  # the client's limit on waiting to start (the tenant's may
+    #                                   be shorter: the shorter one counts)
 
     status: Status = Status.WAITING
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
@@ -59,7 +64,13 @@ class Request:
     finished: float | None = None
     reason: str = ""  # why it was rejected, failed or stopped
     queue_seq: int = -1  # set by the waiting queue: its entry, for O(1) lazy removal
-    demoted: bool = False  # over its tenant's budget: waits in the spare-capacity band
+    demoted: bool = False  # over its tenant's limits: waits in the spare-capacity band
+    deadline: float | None = None  # when it must have started, or it expires (set at submit)
+    price: tuple[float, float] = (0.0, 0.0)  # dollars per prompt and per output token
+    reserved_usd: float = 0.0  # held from its tenant's budget, settled at the end
+
+    def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
+        return prompt_tokens * self.price[0] + output_tokens * self.price[1]
 
     @property
     def num_pending_tokens(self) -> int:

@@ -17,6 +17,8 @@ may skip decode-only stretches with `aps.core.fastforward`.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from typing import Callable, Iterable
 
@@ -24,7 +26,8 @@ from aps.core.batch import BatchConfig, StepPlan
 from aps.core.batching import make_admission
 from aps.core.errors import InvalidRequest, NeverFits, UnknownRequest, UnknownTenant
 from aps.core.kv import BlockManager, blocks_for
-from aps.core.limits import TenantState, Verdict
+from aps.core.limits import Bounds, TenantState, Verdict
+from aps.core.periods import period_bounds
 from aps.core.policies import Banded, Policy, make_policy
 from aps.core.request import Request, Status
 from aps.core.tenant import OverLimit, Tenant
@@ -34,8 +37,12 @@ RUNNING = Status.RUNNING
 
 class Scheduler:
     def __init__(self, tenants: Iterable[Tenant], policy: str | Policy = "aps",
-                 batch: BatchConfig | None = None, **policy_params):
+                 batch: BatchConfig | None = None, period_bounds: Bounds = period_bounds,
+                 **policy_params):
+        """`period_bounds(period, now)`: where a budget period starts and ends in this
+        scheduler's time (by default `now` counts seconds since the epoch, UTC)."""
         self.batch = batch or BatchConfig()
+        self.period_bounds = period_bounds
         self.tenants: dict[str, TenantState] = {}
         self.weights: dict[str, float] = {}  # live view for the policy
         self.service_tokens: dict[str, int] = {}  # tokens computed per tenant, for statistics
@@ -44,7 +51,7 @@ class Scheduler:
             self.set_tenant(tenant)
         self.policy = (make_policy(policy, self.weights, **policy_params)
                        if isinstance(policy, str) else policy)
-        if any(s.tenant.over_limit is OverLimit.DEMOTE for s in self.tenants.values()):
+        if any(_demotes(s.tenant) for s in self.tenants.values()):
             self.policy = Banded(self.policy)
         b = self.batch
         self.kv = BlockManager(b.kv_capacity_tokens // b.block_size, b.block_size)
@@ -53,20 +60,25 @@ class Scheduler:
         self.admission = make_admission(self)
         self._waiting_per_tenant: dict[str, int] = {}
         self._ended: list[Request] = []
+        self._deadlines: list[tuple[float, int, Request]] = []  # waiting requests that may expire
+        self._seq = itertools.count()
 
     # -- tenants ---------------------------------------------------------------------------
 
     def set_tenant(self, tenant: Tenant) -> None:
         """Add a tenant or replace its configuration; its usage so far carries over."""
         old = self.tenants.get(tenant.tenant_id)
-        state = TenantState.of(tenant)
+        state = TenantState.of(tenant, self.period_bounds)
         if old is not None:
             state.num_in_flight, state.throttled = old.num_in_flight, old.throttled
+            if old.budget is not None and state.budget is not None and \
+                    old.budget.period == state.budget.period:  # spend carries over; a new limit
+                b, o = state.budget, old.budget                  # applies to it at once
+                b.spent_usd, b.reserved_usd, b.start, b.end = o.spent_usd, o.reserved_usd, o.start, o.end
         self.tenants[tenant.tenant_id] = state
         self.weights[tenant.tenant_id] = tenant.weight
         self.service_tokens.setdefault(tenant.tenant_id, 0)
-        if tenant.over_limit is OverLimit.DEMOTE and self.policy is not None and \
-                not isinstance(self.policy, Banded):
+        if _demotes(tenant) and self.policy is not None and not isinstance(self.policy, Banded):
             self.policy = Banded(self.policy)  # queued requests stay where they are, in the main band
 
     # -- submit ----------------------------------------------------------------------------
@@ -74,29 +86,51 @@ class Scheduler:
     def submit(self, req: Request, now: float) -> Verdict:
         """Take a new request. Returns whether it was queued; if not, why and for how long.
 
-        Bad input raises `InvalidRequest` (or its subclasses) and leaves no trace. A request
-        over its tenant's limits is REJECTED or THROTTLED as the tenant is configured.
+        Bad input raises `InvalidRequest` (or its subclasses) and leaves no trace. A bid above
+        the tenant's `max_bid` is lowered to it. A request over its tenant's limits is REJECTED,
+        THROTTLED or demoted as the tenant is configured.
         """
         state = self._validate(req)
         self.admission.note_arrival(now)
         if not self._has_room(req):
             return self._reject(req, Verdict(False, "queue_full", None))
+        tenant = state.tenant
+        limit = tenant.max_queue_s
+        if req.max_queue_s is not None:
+            limit = req.max_queue_s if limit is None else min(limit, req.max_queue_s)
+        if limit is not None:
+            req.deadline = now + limit
+            heapq.heappush(self._deadlines, (req.deadline, next(self._seq), req))
         verdict = Verdict(False, "throttled_backlog") if state.throttled else state.verdict(req, now)
         self.requests[req.request_id] = req
         if verdict.ok:
             state.admit(req, now)
             self.enqueue(req, now)
-        elif state.tenant.over_limit is OverLimit.DELAY:
+        elif self._over(state, verdict) is OverLimit.DELAY:
             req.status = Status.THROTTLED
             state.throttled.append(req)
-        elif state.tenant.over_limit is OverLimit.DEMOTE and verdict.reason in ("tokens", "requests"):
-            req.demoted = True  # not charged: it only uses capacity nobody else wants
-            state.num_in_flight += 1
-            self.enqueue(req, now)
+        elif self._over(state, verdict) is OverLimit.DEMOTE:
+            self._demote(req, state, now)
         else:
             del self.requests[req.request_id]
             return self._reject(req, verdict)
         return verdict
+
+    @staticmethod
+    def _over(state: TenantState, verdict: Verdict) -> OverLimit:
+        """What the tenant wants done with a request a limit refused: a budget has its own
+        action; only a bucket's refusal may demote (a seat or a backlog cannot be borrowed)."""
+        if verdict.reason == "budget":
+            return state.tenant.over_budget
+        action = state.tenant.over_limit
+        if action is OverLimit.DEMOTE and verdict.reason not in ("tokens", "requests"):
+            return OverLimit.REJECT
+        return action
+
+    def _demote(self, req: Request, state: TenantState, now: float) -> None:
+        req.demoted = True  # not charged to its limits: it only uses capacity nobody else wants
+        state.num_in_flight += 1
+        self.enqueue(req, now)
 
     def _validate(self, req: Request) -> TenantState:
         rid = req.request_id
@@ -110,6 +144,9 @@ class Scheduler:
             req.bid = state.tenant.bid
         if not (isinstance(req.bid, int) and 1 <= req.bid <= 10):
             raise InvalidRequest(f"request {rid}: bid must be an integer in 1..10, got {req.bid!r}")
+        req.bid = min(req.bid, state.tenant.entitled_bid)  # priority is sold, not claimed
+        if req.max_queue_s is not None and not req.max_queue_s > 0:
+            raise InvalidRequest(f"request {rid}: max_queue_s must be > 0, got {req.max_queue_s}")
         if rid in self.requests:
             raise InvalidRequest(f"request {rid}: id already in use")
         if req.status is not Status.WAITING or req.num_computed_tokens or req.num_output_tokens:
@@ -137,10 +174,36 @@ class Scheduler:
 
     def _release_throttled(self, now: float) -> None:
         for state in self.tenants.values():
-            while state.throttled and state.verdict(state.throttled[0], now).ok:
-                req = state.throttled.popleft()
-                state.admit(req, now)
-                self.enqueue(req, now)
+            while state.throttled:
+                req = state.throttled[0]
+                verdict = state.verdict(req, now)
+                if not verdict.ok and self._over(state, verdict) is OverLimit.DELAY:
+                    break  # it waits on: a bucket refills with time
+                state.throttled.popleft()
+                if verdict.ok:
+                    state.admit(req, now)
+                    self.enqueue(req, now)
+                elif self._over(state, verdict) is OverLimit.DEMOTE:
+                    self._demote(req, state, now)
+                else:  # its budget ran out while it waited: held, it was never charged
+                    req.reason = verdict.reason
+                    self._end(req, Status.REJECTED, now, admitted=False)
+
+    def _expire(self, now: float) -> None:
+        """Requests still waiting to start at their deadline leave (EXPIRED, `queue_timeout`)."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, req = heapq.heappop(heap)
+            live = req.status in (Status.WAITING, Status.THROTTLED) and req.first_scheduled is None
+            if live and self.requests.get(req.request_id) is req:
+                self._drop(req.request_id, now, Status.EXPIRED, "queue_timeout")
+
+    def next_deadline(self) -> float:
+        """When the next waiting request would expire (inf: none would)."""
+        heap = self._deadlines
+        while heap and (heap[0][2].first_scheduled is not None or heap[0][2].status.is_terminal):
+            heapq.heappop(heap)  # started or ended: its deadline no longer matters
+        return heap[0][0] if heap else math.inf
 
     def next_release(self, now: float) -> float:
         """The earliest time a THROTTLED request could be released (inf: on completions only)."""
@@ -151,11 +214,13 @@ class Scheduler:
 
     def step(self, now: float) -> StepPlan:
         """Decide what runs in the next iteration (the admission strategy of the batch mode)."""
+        if self._deadlines:
+            self._expire(now)
         self._release_throttled(now)
         plan = StepPlan(now)
         plan.stop_reason = self.admission.schedule(plan, now)
         if not plan.scheduled:
-            wake = self.next_release(now)
+            wake = min(self.next_release(now), self.next_deadline())
             if plan.next_wakeup is not None:
                 wake = min(wake, plan.next_wakeup)
             plan.next_wakeup = None if math.isinf(wake) else wake
@@ -298,3 +363,8 @@ class Scheduler:
     @property
     def num_running(self) -> int:
         return len(self.running)
+
+
+def _demotes(tenant: Tenant) -> bool:
+    """Whether the tenant's requests may wait in the spare-capacity band."""
+    return OverLimit.DEMOTE in (tenant.over_limit, tenant.over_budget)

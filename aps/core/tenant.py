@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from aps.core.errors import ConfigError
+from aps.core.periods import PERIODS
 
 # What a tenant's fields may hold, wherever they come from (the admin API, the CLI, the
 # configuration, the database): amounts (weight, rates, bursts) finite and in AMOUNT_RANGE, so
@@ -37,9 +38,15 @@ class Tenant:
     request_burst: float | None = None
     max_concurrent: int | None = None  # requests queued or running at once
     over_limit: OverLimit = OverLimit.REJECT
+    max_bid: int | None = None  # the highest bid a client may ask for (None: `bid`)
+    max_queue_s: float | None = None  # the longest a request may wait to start
+    budget_usd: float | None = None  # dollars it may spend per `budget_period` (None: no limit)
+    budget_period: str = "month"  # day, week, month (UTC calendar periods) or total
+    over_budget: OverLimit = OverLimit.REJECT  # reject, or demote to the spare-capacity band
 
     def __post_init__(self) -> None:
         self.over_limit = OverLimit(self.over_limit)
+        self.over_budget = OverLimit(self.over_budget)
         self.check()
         if self.token_rate is not None and self.token_burst is None:
             self.token_burst = self.token_rate
@@ -58,12 +65,30 @@ class Tenant:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or not low <= value <= high:
                 self._refuse(name, f"a number from {low:g} to {high:g}", value)
-        for name, (low, high) in (("bid", BID_RANGE), ("max_concurrent", (1, MAX_COUNT))):
+        for name, (low, high) in (("bid", BID_RANGE), ("max_bid", BID_RANGE),
+                                  ("max_concurrent", (1, MAX_COUNT))):
             value = getattr(self, name)
-            if value is None and name == "max_concurrent":
+            if value is None and name != "bid":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 self._refuse(name, f"a whole number from {low} to {high}", value)
+        if self.max_bid is not None and self.max_bid < self.bid:
+            self._refuse("max_bid", f"at least the tenant's bid ({self.bid})", self.max_bid)
+        for name, low in (("max_queue_s", AMOUNT_RANGE[0]), ("budget_usd", 0.0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or not low <= value <= high):
+                self._refuse(name, f"a number from {low:g} to {high:g}", value)
+        if self.budget_period not in PERIODS:
+            self._refuse("budget_period", f"one of {', '.join(PERIODS)}", self.budget_period)
+        if OverLimit(self.over_budget) is OverLimit.DELAY:
+            self._refuse("over_budget", "reject or demote (a budget refills only at the "
+                         "period's end)", "delay")
+
+    @property
+    def entitled_bid(self) -> int:
+        """The highest bid its requests get, whatever a client asks for."""
+        return self.bid if self.max_bid is None else self.max_bid
 
     def _refuse(self, name: str, what: str, value) -> None:
         raise ConfigError(f"tenant {self.tenant_id!r}: {name} must be {what}, got {value!r}")

@@ -113,6 +113,7 @@ class Dispatcher(Driver):
         while True:
             self.upstream.set_seats(self.pool.seats())
             plan = self.sched.step(self.now())
+            self._settle()  # a step may end requests: their deadline passed, their budget ran out
             for req, _ in plan.scheduled:
                 job = self._jobs[req.request_id]
                 job.task = task = asyncio.create_task(self._serve(job))

@@ -24,6 +24,7 @@ class Runtime(Driver):
     async def _loop(self) -> None:
         while True:
             plan = self.sched.step(self.now())
+            self._settle()  # a step may end requests: their deadline passed, their budget ran out
             if plan:
                 await self._iterate(plan)
                 continue

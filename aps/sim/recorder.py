@@ -11,7 +11,8 @@ from aps.core import Request
 from aps.sim.replica import Replica
 from aps.workload import Workload
 
-STATUS_CODES = {"pending": 0, "finished": 1, "rejected": 2, "cancelled": 3, "failed": 4}
+STATUS_CODES = {"pending": 0, "finished": 1, "rejected": 2, "cancelled": 3, "failed": 4,
+                "expired": 5}
 _NAMES = {v: k for k, v in STATUS_CODES.items()}
 _COLUMNS = ("queue_s", "ttft_s", "tpot_s", "e2e_s", "start_s", "end_s")
 

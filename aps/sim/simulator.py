@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aps.core import BatchConfig, Request, Scheduler, Status
+from aps.core import BatchConfig, Request, Scheduler
 from aps.core.autoscale import AutoscaleConfig
 from aps.core.fastforward import advance_decode, decode_horizon
 from aps.perf import BatchShape
@@ -142,8 +142,7 @@ class Simulation:
         if self.scaler is not None:
             self.scaler.ended(ended, self.now)
         for req in ended:
-            if req.status is Status.FINISHED:
-                replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
+            replica.outstanding_tokens -= req.prompt_tokens + req.max_tokens
 
     # -- arrivals and routing --------------------------------------------------------------
 
@@ -159,11 +158,9 @@ class Simulation:
         prompt, out = int(w.prompt_tokens[i]), int(w.output_tokens[i])
         req = Request(str(i), w.tenants[w.tenant[i]].tenant_id, prompt, out,
                       self.now, int(w.bid[i]))
+        replica.outstanding_tokens += prompt + out
         replica.sched.submit(req, self.now)
-        if req.status is Status.REJECTED:
-            self._settle(replica)
-        else:
-            replica.outstanding_tokens += prompt + out
+        self._settle(replica)
         self.rec.routed(i, replica.index)
         self._kick(replica, self.now)
 
@@ -172,6 +169,7 @@ class Simulation:
     def _step(self, replica: Replica, now: float, next_arrival: float) -> None:
         sched = replica.sched
         plan = sched.step(now)
+        self._settle(replica)  # a step may end requests: expired, or refused once released
         if not plan:
             if replica.draining and not sched.requests:
                 self.scaler.retire(replica, now)
@@ -184,7 +182,7 @@ class Simulation:
         shape = BatchShape(*plan.shape())
         k = decode_horizon(sched, plan) if self.cfg.fast else 0
         if k > 1:
-            horizon = min(next_arrival, sched.next_release(now))
+            horizon = min(next_arrival, sched.next_release(now), sched.next_deadline())
             k, seconds, flops = self._jump(shape, k, now, horizon)
         if k > 1:
             replica.jump = k

@@ -15,8 +15,8 @@ from aps.core.stats import fairness_index, max_service_gap
 from aps.perf import cost_per_1m_tokens
 from aps.sim.recorder import STATUS_CODES, Recorder
 
-FINISHED, REJECTED, CANCELLED, PENDING = (STATUS_CODES[s] for s in
-                                          ("finished", "rejected", "cancelled", "pending"))
+FINISHED, REJECTED, CANCELLED, EXPIRED, PENDING = (
+    STATUS_CODES[s] for s in ("finished", "rejected", "cancelled", "expired", "pending"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,7 @@ def summarize(rec: Recorder, run: RunTotals) -> dict:
         "finished": int(done.sum()),
         "rejected": int((rec.status == REJECTED).sum()),
         "cancelled": int((rec.status == CANCELLED).sum()),
+        "expired": int((rec.status == EXPIRED).sum()),
         "unfinished": int((rec.status == PENDING).sum()),
         "simulated_s": makespan,
         "throughput_tokens_per_s": tokens / makespan if makespan else 0.0,
@@ -105,6 +106,7 @@ def _per_tenant(rec: Recorder, service: dict[str, int]) -> tuple[dict, float]:
         per[name] = {
             "requests": int(mine.sum()), "finished": int(done.sum()),
             "rejected": int((mine & (rec.status == REJECTED)).sum()),
+            "expired": int((mine & (rec.status == EXPIRED)).sum()),
             "ttft_s": pcts(c["ttft_s"][mine]), "tpot_s": pcts(c["tpot_s"][mine]),
             "e2e_s": pcts(c["e2e_s"][mine]),
             "service_tokens": service.get(name, 0),

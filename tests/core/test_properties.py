@@ -30,12 +30,21 @@ def tenant_sets(draw):
     out = []
     for name in TENANTS:
         limited = draw(st.booleans())
+        bid = draw(st.integers(1, 10))
         out.append(Tenant(
-            name, weight=draw(st.sampled_from([0.5, 1.0, 2.0])), bid=draw(st.integers(1, 10)),
+            name, weight=draw(st.sampled_from([0.5, 1.0, 2.0])), bid=bid,
             token_rate=400.0 if limited else None, token_burst=2000.0 if limited else None,
             max_concurrent=draw(st.one_of(st.none(), st.integers(1, 4))),
-            over_limit=draw(st.sampled_from(list(OverLimit)))))
+            over_limit=draw(st.sampled_from(list(OverLimit))),
+            max_bid=draw(st.one_of(st.none(), st.integers(bid, 10))),
+            max_queue_s=draw(st.one_of(st.none(), st.sampled_from([0.02, 0.1, 0.5]))),
+            budget_usd=draw(st.one_of(st.none(), st.sampled_from([0.0005, 0.002, 0.01]))),
+            budget_period=draw(st.sampled_from(["day", "total"])),
+            over_budget=draw(st.sampled_from([OverLimit.REJECT, OverLimit.DEMOTE]))))
     return out
+
+
+PRICE = (1e-6, 3e-6)  # dollars per prompt and output token, for the budgets
 
 
 requests = st.lists(st.tuples(
@@ -86,13 +95,14 @@ def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
     for _ in range(20_000):
         while i < len(pending) and pending[i][1][3] <= now:
             k, (tenant, prompt, out, at, bid, cancel) = pending[i]
-            r = Request(f"r{k}", tenant, prompt, out, at, bid)
+            r = Request(f"r{k}", tenant, prompt, out, at, bid, price=PRICE)
             try:
                 s.submit(r, now)
             except NeverFits:
                 assert r.request_id not in s.requests
             else:
                 submitted.append(r)
+                assert r.bid <= s.tenants[tenant].tenant.entitled_bid  # clamped, never above
                 if cancel:
                     to_cancel.append(r.request_id)
             i += 1
@@ -103,6 +113,7 @@ def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
                     assert s.kv.held(rid) == 0 and held not in s.running
         collect(s, submitted, ended)
         plan = s.step(now)
+        collect(s, submitted, ended)  # a step ends requests too: expired, or refused on release
         step_no += 1
         check_invariants(s, plan, ended)
         if plan:
@@ -126,8 +137,12 @@ def test_no_request_lost_or_served_twice(cfg, ts, policy, reqs, cancel_at):
         if r.status is Status.FINISHED:
             assert r.num_output_tokens == r.max_tokens, "finished without exactly its tokens"
             assert r.first_token is not None and r.arrival <= r.first_token <= r.finished
+        if r.status is Status.EXPIRED:  # only a request still waiting to start expires, on time
+            assert r.first_scheduled is None and r.finished >= r.deadline
     for state in s.tenants.values():
         assert state.num_in_flight == 0 and not state.throttled
+        if state.budget is not None:  # every reservation settled
+            assert abs(state.budget.reserved_usd) < 1e-12
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -158,6 +173,7 @@ def test_upstream_mode_loses_nothing_and_keeps_its_limits(ts, policy, reqs, seat
         before = {r.tenant_id for r in s.running}
         collect(s, submitted, ended)
         plan = s.step(now)
+        collect(s, submitted, ended)
         assert len(s.running) <= seats and s.kv.num_used_blocks <= capacity
         assert s.kv.num_used_blocks == sum(r.prompt_tokens + r.max_tokens for r in s.running)
         over = len(s.running) - max(1, seats - reserved)
