@@ -19,7 +19,8 @@
     admin_key: null          # APS_ADMIN_KEY: enables the /admin API
     metrics_key: null        # APS_METRICS_KEY: a scraper with it (or the admin key) sees the
                              #   tenant-labelled series of /metrics; others see the rest
-    prices: {input_per_1m: 0.0, output_per_1m: 0.0}   # the ledger's cost column, in dollars
+    prices: {input_per_1m: 0.0, output_per_1m: 0.0}   # dollars per 1M tokens: the ledger's cost and
+                             # the budgets; a model's own: {MODEL: {input_per_1m, output_per_1m}}
     store:
       path: aps.db           # APS_DB: tenants, keys and the usage ledger (SQLite)
       reload_s: 1.0          # how often to pick up changes made by `aps tenants|keys`
@@ -27,10 +28,14 @@
       redis_down: local      # or `closed`: refuse requests (503) while Redis is unreachable
     tenants:
       - {id: acme, keys: [sk-acme-1], weight: 2, bid: 8, token_rate: 5000, token_burst: 50000,
-         request_rate: 20, max_concurrent: 64, over_limit: reject}
+         request_rate: 20, max_concurrent: 64, over_limit: reject,
+         max_bid: 9,                       # the highest bid its clients may ask for
+         max_queue_s: 30,                  # how long a request may wait to start
+         budget_usd: 500, budget_period: month, over_budget: reject}   # or demote
     upstreams:               # real OpenAI-compatible servers instead of the simulated GPU
       - {url: http://127.0.0.1:8000, model: tiny, max_in_flight: 64, max_tokens_in_flight: 65536}
     routing: least-outstanding-tokens      # the rest: aps/server/upstream_config.py
+    aliases: {gpt-4o-mini: tiny}           # a public name for a served model
     autoscale: {min: 1, max: 8, target_queue: 8, slo_ttft_s: 2.0}  # the aps:desired_replicas
                              # signal; every field: aps/core/autoscale.py
 
@@ -48,7 +53,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
 from aps.core.autoscale import AutoscaleConfig, parse_autoscale
@@ -68,10 +74,15 @@ class TenantConfig(BaseModel):
     request_burst: float | None = None
     max_concurrent: int | None = None
     over_limit: OverLimit = OverLimit.REJECT
+    max_bid: int | None = None
+    max_queue_s: float | None = None
+    budget_usd: float | None = None
+    budget_period: str = "month"
+    over_budget: OverLimit = OverLimit.REJECT
 
     def tenant(self) -> Tenant:
-        return Tenant(self.id, self.weight, self.bid, self.token_rate, self.token_burst,
-                      self.request_rate, self.request_burst, self.max_concurrent, self.over_limit)
+        """The core's tenant (its own checks name the field at fault)."""
+        return Tenant(self.id, **self.model_dump(exclude={"id", "keys"}))
 
 
 # The seeds' tenants and their token limits (tokens/s, burst).
@@ -101,13 +112,30 @@ class Limits(BaseModel):
     max_url_bytes: int = Field(8192, ge=256, le=16 << 20)
 
 
-class Prices(BaseModel):
+class Price(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input_per_1m: float = Field(0.0, ge=0)
-    output_per_1m: float = Field(0.0, ge=0)
+    input_per_1m: float = Field(0.0, ge=0, allow_inf_nan=False)  # dollars per 1M prompt tokens
+    output_per_1m: float = Field(0.0, ge=0, allow_inf_nan=False)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+    def per_token(self) -> tuple[float, float]:
+        return self.input_per_1m / 1e6, self.output_per_1m / 1e6
+
+
+class Prices(Price):
+    """The default price, and a model's own under its served name:
+    `prices: {input_per_1m: 0.1, output_per_1m: 0.2, llama-3-70b: {input_per_1m: 0.6, ...}}`."""
+    model_config = ConfigDict(extra="allow")
+    _models: dict[str, Price] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _per_model(self) -> "Prices":
+        self._models = {name: Price.model_validate(value)
+                        for name, value in (self.model_extra or {}).items()}
+        return self
+
+    def for_model(self, model: str) -> tuple[float, float]:
+        """Dollars per prompt token and per output token for a served model."""
+        return self._models.get(model, self).per_token()
 
 
 class ServerConfig(BaseModel):
@@ -128,6 +156,8 @@ class ServerConfig(BaseModel):
     prices: Prices = Prices()
     store: StoreConfig = StoreConfig()
     tenants: list[TenantConfig] = []
+    # other names clients may use for a served model: {public name: served name}
+    aliases: dict[str, str] = {}
     # Upstream servers (see aps/server/upstream_config.py); none: the simulated GPU.
     upstreams: list[UpstreamConfig] = []
     routing: Routing = "least-outstanding-tokens"

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 
 from fastapi import Request as HttpRequest
 
-from aps.core import InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
+from aps.core import ConfigError, InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
+from aps.core.periods import period_bounds
 from aps.core.stats import RecentEnds
 from aps.engines import Backend, SimulatedEngine
 from aps.engines.upstream import UpstreamPool
@@ -30,11 +33,25 @@ from aps.server.errors import ApiError
 from aps.server.metrics import Metrics, StoreGauges, UpstreamGauges
 from aps.server.upstream_config import make_replicas
 from aps.store import Store
-from aps.store.cluster import Cluster, StoreUnavailable
+from aps.store.cluster import UNREACHABLE, Cluster, StoreUnavailable
 from aps.store.directory import Caller, Directory
 from aps.store.ledger import Ledger, unix_clock
+from aps.store.redis import Spend
 
 log = logging.getLogger("aps.server")
+
+
+@dataclass(slots=True)
+class Ask:
+    """What a client asks for, as a route reads it from its body and headers."""
+
+    prompt: str
+    max_tokens: int
+    bid: int | None = None  # the client's priority; clamped to what its tenant and key allow
+    model: str | None = None  # None: the default model
+    max_queue_s: float | None = None  # X-APS-Max-Queue-Seconds: it may only shorten the wait
+    id_prefix: str = "req"
+    call: UpstreamCall | None = None  # the client's body, for upstream servers
 
 
 class Gateway:
@@ -53,18 +70,33 @@ class Gateway:
         tenants = [self._local(t) for t in self.directory.tenants.values()]
         self.sched = Scheduler(tenants, config.policy,
                                config.batch_config(int(self.perf.kv_capacity_tokens)),
-                               **config.policy_params)
+                               period_bounds=self._period_bounds, **config.policy_params)
         self.metrics = Metrics(self.sched, list(self.directory.tenants))
         self.metrics.registry.register(StoreGauges(self))
         self.backend, self.driver = self._build_backend()
-        self.ledger = Ledger(self.store, config.prices, unix_clock(self.driver.now),
-                             bill_cached=config.cache.bill_hits)
+        self._unix = unix_clock(self.driver.now)  # driver time -> unix seconds
+        self._unix_offset = self._unix(0.0)
+        self.ledger = Ledger(self.store, self._unix, bill_cached=config.cache.bill_hits)
+        self.models = self._served_models()
+        self._restore_spend(self.directory.tenants.values())
         self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.driver.now,
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)
         self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
         self.recent = RecentEnds(30.0)  # for the Retry-After of a refusal that no bucket times
+        self._ledger_spent: dict[tuple[str, str], tuple[float, float]] = {}
+        self.budgets: dict[str, dict] = {}  # each budgeted tenant's standing, for the metrics
         self.started = time.time()
+
+    def _served_models(self) -> dict[str, str]:
+        """Every name a client may ask for -> the served model it means."""
+        served = {self.backend.model_name: self.backend.model_name}
+        for alias, target in self.config.aliases.items():
+            if target not in served:
+                raise ConfigError(f"aliases: {alias!r} names {target!r}, which is not served "
+                                  f"here (served: {', '.join(sorted(served))})")
+            served[alias] = target
+        return served
 
     def _build_backend(self) -> tuple[Backend, Driver]:
         config = self.config
@@ -86,9 +118,30 @@ class Gateway:
 
     def apply_tenants(self, tenants=None) -> None:
         """Give the scheduler the tenants' current limits (all of them, or those given)."""
-        for tenant in (self.directory.tenants.values() if tenants is None else tenants):
+        tenants = list(self.directory.tenants.values() if tenants is None else tenants)
+        for tenant in tenants:
             self.sched.set_tenant(self._local(tenant))
             self.metrics.tenants.add(tenant.tenant_id)
+        self._restore_spend(tenants)
+
+    # -- budgets ---------------------------------------------------------------------------
+
+    def _period_bounds(self, period: str, now: float) -> tuple[float, float]:
+        """A budget period in the driver's time: the UTC calendar's, shifted by the offset of
+        the driver's clock from unix time."""
+        start, end = period_bounds(period, now + self._unix_offset)
+        return start - self._unix_offset, end - self._unix_offset
+
+    def _restore_spend(self, tenants) -> None:
+        """A budget that starts here (at startup, a new budget, Redis gone) starts from what
+        the ledger billed in the current period, so spend survives restarts."""
+        now = self.driver.now()
+        for tenant in tenants:
+            budget = self.sched.tenants[tenant.tenant_id].budget
+            if budget is not None and budget.end == -math.inf:
+                budget.roll(now)
+                since = None if budget.period == "total" else budget.start + self._unix_offset
+                budget.spent_usd = self.store.spend(tenant.tenant_id, since)
 
     def reload(self) -> None:
         """Pick up tenants and keys written by the CLI, the admin API or another replica.
@@ -104,6 +157,19 @@ class Gateway:
                 self.ledger.flush()  # rows a failed write kept, if any
             except sqlite3.Error as exc:
                 log.error("cannot read the database %s: %s", self.store.path, exc)
+            await self._refresh_budgets()
+
+    async def _refresh_budgets(self) -> None:
+        """Keep each budgeted tenant's standing at hand for the metrics (Redis's, in cluster
+        mode, read here rather than at every scrape)."""
+        budgets = {}
+        for tenant_id, tenant in list(self.directory.tenants.items()):
+            if tenant.budget_usd is not None:
+                try:
+                    budgets[tenant_id] = await self.budget_view(tenant_id)
+                except Exception:  # a view is for metrics: never let it stop the loop
+                    log.exception("reading the budget of %s failed", tenant_id)
+        self.budgets = budgets
 
     def caller(self, authorization: str | None, named: str | None = None,
                keyless_ok: bool = False) -> Caller:
@@ -115,6 +181,8 @@ class Gateway:
             caller = self.directory.lookup(key)
             if caller is None:
                 raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
+            if caller.expires_at is not None and time.time() >= caller.expires_at:
+                raise ApiError(401, "this API key has expired", "key_expired")
             if named is not None and named != caller.tenant_id:
                 raise ApiError(403, "tenant_id does not match the API key", "tenant_mismatch")
             return caller
@@ -151,21 +219,39 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def submit(self, caller: Caller, prompt: str, max_tokens: int, bid: int | None,
-                     id_prefix: str, call: UpstreamCall | None = None) -> tuple[Request, Stream]:
-        """Queue a request or raise the HTTP error that says why not. `call` is the client's
-        body, for upstream servers (the seeds' /infer sends its bare prompt)."""
-        tenant = caller.tenant_id
-        req = Request(f"{id_prefix}-{uuid.uuid4().hex[:24]}", tenant, count_tokens(prompt),
-                      max_tokens, 0.0, bid)
+    def resolve_model(self, name: str | None) -> str:
+        """The served model a request's `model` names (an alias, or the served name itself;
+        none: the default). Unknown: 404."""
+        if name is None:
+            return self.backend.model_name
+        served = self.models.get(name)
+        if served is None:
+            raise ApiError(404, f"model {name!r} is not served here; see GET /v1/models",
+                           "model_not_found", param="model")
+        return served
+
+    async def submit(self, caller: Caller, ask: "Ask") -> tuple[Request, Stream]:
+        """Queue a request or raise the HTTP error that says why not."""
+        model = self.resolve_model(ask.model)
+        if caller.models is not None and model not in caller.models and \
+                ask.model not in caller.models:
+            raise ApiError(403, f"this API key may not use model {ask.model or model!r}",
+                           "model_not_allowed", param="model")
+        bid = ask.bid
+        if caller.max_bid is not None:  # the key's cap, below the tenant's own
+            bid = min(bid if bid is not None else self.sched.tenants[caller.tenant_id].tenant.bid,
+                      caller.max_bid)
+        req = Request(f"{ask.id_prefix}-{uuid.uuid4().hex[:24]}", caller.tenant_id,
+                      count_tokens(ask.prompt), ask.max_tokens, 0.0, bid, model=model,
+                      max_queue_s=ask.max_queue_s, price=self.config.prices.for_model(model))
         if not self.driver.accepting:
             raise ApiError(503, "the server is shutting down", "draining", errors.retry_after(5))
         if self.cluster is not None:
             await self._admit_shared(req)
         self._key_prefix[req.request_id] = caller.key_prefix  # for its ledger row, at its end
+        call = ask.call or UpstreamCall(False, {"prompt": ask.prompt}, ask.prompt)
         try:
-            verdict, stream = self.driver.submit(
-                req, call or UpstreamCall(False, {"prompt": prompt}, prompt))
+            verdict, stream = self.driver.submit(req, call)
         except BaseException as exc:  # never queued: nothing else will clean up after it
             self._key_prefix.pop(req.request_id, None)
             self._refund_shared(req)
@@ -176,7 +262,7 @@ class Gateway:
             raise
         if stream is None:
             self._refund_shared(req)
-            raise self._refusal(tenant, verdict)
+            raise self._refusal(caller.tenant_id, verdict)
         return req, stream
 
     async def _admit_shared(self, req: Request) -> None:
@@ -184,12 +270,61 @@ class Gateway:
         if tenant is None:
             raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
         try:
-            taken = await self.cluster.admit(req, tenant)
+            taken = await self.cluster.admit(req, tenant, self._shared_spend(req, tenant))
         except StoreUnavailable as exc:
             raise ApiError(503, f"{exc}; retry later", "store_unavailable",
                            errors.retry_after(1)) from None
         if taken is not None and not taken.ok and not req.demoted:
             raise self._refusal(req.tenant_id, Verdict(False, taken.reason, taken.retry_after))
+
+    def _shared_spend(self, req: Request, tenant: Tenant) -> Spend | None:
+        """The request's reservation against its tenant's budget, as Redis keeps it."""
+        if tenant.budget_usd is None:
+            return None
+        period_key, start, end = self._period(tenant.budget_period)
+        return Spend(tenant.budget_usd, req.cost_usd(req.prompt_tokens, req.max_tokens),
+                     period_key, end - time.time(),
+                     self._ledger_spend(tenant.tenant_id, period_key, start))
+
+    @staticmethod
+    def _period(period: str) -> tuple[str, float, float]:
+        """The current budget period: its key, start and end (unix seconds)."""
+        start, end = period_bounds(period, time.time())
+        return ("total" if period == "total" else str(int(start))), start, end
+
+    def _ledger_spend(self, tenant_id: str, period_key: str, start: float) -> float:
+        """What this replica's ledger billed the tenant in the period (read at most every few
+        seconds: it only seeds a period Redis does not know)."""
+        key, now = (tenant_id, period_key), time.monotonic()
+        cached = self._ledger_spent.get(key)
+        if cached is None or now - cached[0] > 5.0:
+            cached = (now, self.store.spend(tenant_id, None if math.isinf(start) else start))
+            self._ledger_spent[key] = cached
+        return cached[1]
+
+    async def budget_view(self, tenant_id: str) -> dict | None:
+        """A tenant's budget as it stands: the cluster's (Redis) or this gateway's."""
+        tenant = self.directory.tenants.get(tenant_id)
+        if tenant is None or tenant.budget_usd is None:
+            return None
+        period_key, start, end = self._period(tenant.budget_period)
+        budget = self.sched.tenants[tenant_id].budget
+        if budget is not None:  # this gateway enforces it
+            budget.roll(self.driver.now())
+            spent, reserved = budget.spent_usd, budget.reserved_usd
+        else:  # Redis does: spend there counts settled and reserved together
+            try:
+                shared = await self.cluster.redis.spent(tenant_id, period_key)
+            except UNREACHABLE:
+                shared = None
+            spent = shared if shared is not None else self._ledger_spend(tenant_id, period_key,
+                                                                         start)
+            reserved = 0.0
+        return {"budget_usd": tenant.budget_usd, "period": tenant.budget_period,
+                "spent_usd": spent, "reserved_usd": reserved,
+                "remaining_usd": max(0.0, tenant.budget_usd - spent - reserved),
+                "resets_at": None if math.isinf(end) else end,
+                "over_budget": tenant.over_budget.value}
 
     def _refund_shared(self, req: Request) -> None:
         """A request the local scheduler refused never ran: give back its shared reservation."""
@@ -208,6 +343,14 @@ class Gateway:
                                 f"x-ratelimit-reset-{kind}": f"{(bucket.burst - level) / bucket.rate:.3f}s"})
         if verdict.reason == "queue_full":
             return ApiError(503, "the queue is full; retry later", "queue_full", headers)
+        if verdict.reason == "budget":
+            period = self.directory.tenants[tenant].budget_period
+            if math.isinf(verdict.retry_after or math.inf):
+                headers["x-should-retry"] = "false"  # a total budget never comes back
+                return ApiError(429, f"tenant {tenant!r} has spent its budget", "budget_exceeded",
+                                headers)
+            return ApiError(429, f"tenant {tenant!r} has spent its {period} budget; it resets "
+                                 f"in {verdict.retry_after:.0f} s", "budget_exceeded", headers)
         if verdict.retry_after is None:  # a concurrency limit: one of its requests must end
             return ApiError(429, f"tenant {tenant!r} is over its {verdict.reason} limit",
                             verdict.reason, headers)
@@ -265,15 +408,24 @@ class Gateway:
         gone.cancel()
         await self.recorded(req)
         if req.status is not Status.FINISHED:
-            raise ended_error(req, stream.error)
+            raise ended_error(req, stream.error, self.queue_wait_s())
         return text.result()
 
+    def queue_wait_s(self) -> float:
+        """How long the queue takes to drain at the recent rate of ends (for Retry-After)."""
+        return self._retry_after(Verdict(False, "queue_full"), self.driver.now())
 
-def ended_error(req: Request, error: Exception | None) -> ApiError:
-    """The HTTP error for a request that ended without finishing (its client still waiting)."""
+
+def ended_error(req: Request, error: Exception | None, queue_wait_s: float = 1.0) -> ApiError:
+    """The HTTP error for a request that ended without finishing (its client still waiting);
+    `queue_wait_s`: when a request that expired in the queue might be served."""
     if isinstance(error, UpstreamError):  # a client's 4xx from the server is passed on as is
         status = 502 if error.retryable or error.status is None else error.status
         return ApiError(status, error.message, "upstream_error")
+    if req.status is Status.EXPIRED:
+        return ApiError(503, f"the request waited its limit ({req.deadline - req.arrival:g} s) "
+                             "without starting; retry later", "queue_timeout",
+                        errors.retry_after(queue_wait_s))
     if req.status is Status.CANCELLED:  # by the server: its drain ran out of time
         return ApiError(503, "the server shut down before the request finished; retry it",
                         "server_shutting_down", errors.retry_after(5))

@@ -118,6 +118,15 @@ class StoreGauges:
                                 value=float(cluster is not None and cluster.degraded))
         yield GaugeMetricFamily("aps:ledger_pending_rows", "Usage rows kept in memory because "
                                 "the database refused a write", value=len(self.gw.ledger.pending))
+        spent = GaugeMetricFamily("aps:tenant_spend_usd", "Dollars spent in the budget's current "
+                                  "period (settled and reserved)", labels=["tenant"])
+        remaining = GaugeMetricFamily("aps:tenant_budget_remaining_usd", "Dollars left in the "
+                                      "budget's current period", labels=["tenant"])
+        for tenant, view in sorted(self.gw.budgets.items()):
+            spent.add_metric([tenant], view["spent_usd"] + view["reserved_usd"])
+            remaining.add_metric([tenant], view["remaining_usd"])
+        yield spent
+        yield remaining
 
 
 class UpstreamGauges:

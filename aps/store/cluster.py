@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from aps.core import OverLimit, Request, Tenant
 from aps.core.policies import add_service
-from aps.store.redis import RedisStore, Taken
+from aps.store.redis import RedisStore, Spend, Taken
 
 log = logging.getLogger("aps.cluster")
 UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
@@ -30,8 +30,9 @@ class StoreUnavailable(Exception):
 
 
 def without_buckets(tenant: Tenant) -> Tenant:
+    """The tenant with the limits Redis holds (buckets, budget) taken out."""
     return dataclasses.replace(tenant, token_rate=None, token_burst=None, request_rate=None,
-                               request_burst=None)
+                               request_burst=None, budget_usd=None)
 
 
 class Cluster:
@@ -42,6 +43,7 @@ class Cluster:
         self._on_change = on_change  # called when the limits move between Redis and local
         self.healthy = True
         self.reserved: dict[str, int] = {}  # request id -> tokens taken from its shared bucket
+        self.spends: dict[str, Spend] = {}  # request id -> its reservation against a budget
         self._pushed: dict[str, float] = {}  # charged totals already added to Redis
         self._remote: dict[str, float] = {}  # other replicas' service already counted here
         self._tasks: set[asyncio.Task] = set()
@@ -54,10 +56,11 @@ class Cluster:
         """The tenant as the local scheduler should enforce it."""
         return without_buckets(tenant) if self.healthy else tenant
 
-    async def admit(self, req: Request, tenant: Tenant) -> Taken | None:
-        """Take the request's cost from the shared buckets. None: Redis is down and the local
-        limits decide. Over the limit, `delay` waits and retries (up to MAX_DELAY_S) and
-        `demote` marks the request for the spare-capacity band."""
+    async def admit(self, req: Request, tenant: Tenant, spend: Spend | None = None) -> Taken | None:
+        """Take the request's cost from the shared buckets and reserve `spend` from the
+        tenant's budget. None: Redis is down and the local limits decide. Over a bucket,
+        `delay` waits and retries (up to MAX_DELAY_S); over a bucket or the budget, `demote`
+        marks the request for the spare-capacity band."""
         if not self.healthy:
             if self.redis_down == "closed":
                 raise StoreUnavailable("the shared limit store (Redis) is unreachable")
@@ -66,12 +69,17 @@ class Cluster:
         waited = 0.0
         while True:
             try:
-                taken = await self.redis.take(tenant, cost)
+                taken = await self.redis.take(tenant, cost, spend)
             except UNREACHABLE as exc:
                 self._down(exc)
-                return await self.admit(req, tenant)
+                return await self.admit(req, tenant, spend)
             if taken.ok:
                 self.reserved[req.request_id] = cost if tenant.token_rate else 0
+                if spend is not None:
+                    self.spends[req.request_id] = spend
+                return taken
+            if taken.reason == "budget":
+                req.demoted = tenant.over_budget is OverLimit.DEMOTE
                 return taken
             if tenant.over_limit is OverLimit.DEMOTE:
                 req.demoted = True
@@ -82,15 +90,27 @@ class Cluster:
             waited += taken.retry_after
 
     def on_end(self, req: Request, tenant: Tenant | None) -> None:
-        """Give back to the shared bucket what the request reserved and did not use."""
+        """Give back to the shared bucket what the request reserved and did not use, and
+        settle its real cost against the shared budget."""
         cost = self.reserved.pop(req.request_id, 0)
-        used = req.num_output_tokens + (req.prompt_tokens if req.first_scheduled is not None else 0)
+        prompt = req.prompt_tokens if req.first_scheduled is not None else 0
+        used = req.num_output_tokens + prompt
         if cost > used and tenant is not None and self.healthy:
             self._spawn(self._refund(tenant, cost - used))
+        spend = self.spends.pop(req.request_id, None)
+        if spend is not None and self.healthy:
+            actual = req.cost_usd(prompt, req.num_output_tokens)
+            self._spawn(self._settle(req.tenant_id, spend.period_key, actual - spend.cost_usd))
 
     async def _refund(self, tenant: Tenant, tokens: int) -> None:
         try:
             await self.redis.refund(tenant, tokens)
+        except UNREACHABLE as exc:
+            self._down(exc)
+
+    async def _settle(self, tenant_id: str, period_key: str, delta_usd: float) -> None:
+        try:
+            await self.redis.settle(tenant_id, period_key, delta_usd)
         except UNREACHABLE as exc:
             self._down(exc)
 
@@ -103,6 +123,7 @@ class Cluster:
         if self.healthy:
             self.healthy = False
             self.reserved.clear()  # a restarted Redis starts with full buckets anyway
+            self.spends.clear()
             action = ("refusing requests (503)" if self.redis_down == "closed"
                       else "each replica enforces the limits on its own")
             log.warning("Redis at %s unreachable (%s): %s until it is back", self.redis.url,

@@ -6,15 +6,20 @@ import logging
 from dataclasses import dataclass
 
 from aps.core import Tenant
-from aps.store.sqlite import Store, hash_key
+from aps.store.sqlite import KeyInfo, Store, hash_key
 
 log = logging.getLogger("aps.tenants")
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who a request acts for, and what its key allows."""
+
     tenant_id: str
     key_prefix: str
+    expires_at: float | None = None  # unix seconds
+    models: tuple[str, ...] | None = None  # None: any model
+    max_bid: int | None = None  # a cap below the tenant's own
 
 
 class Directory:
@@ -34,7 +39,7 @@ class Directory:
                      "the demo " if demo else "", ", ".join(t.tenant_id for t, _ in seed))
         self.tenants: dict[str, Tenant] = {}
         self.demo_tenants: set[str] = set()
-        self._keys: dict[str, tuple[str, str]] = {}
+        self._keys: dict[str, KeyInfo] = {}
         self._version = None
         self.reload()
 
@@ -45,7 +50,9 @@ class Directory:
 
     def lookup(self, key: str) -> Caller | None:
         found = self._keys.get(hash_key(key))
-        return None if found is None else Caller(*found)
+        if found is None:
+            return None
+        return Caller(found.tenant_id, found.prefix, found.expires_at, found.models, found.max_bid)
 
     def changed(self) -> bool:
         """Whether another connection has written since the last reload."""

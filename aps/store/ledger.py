@@ -20,12 +20,15 @@ from aps.core import Request, Status
 from aps.store.sqlite import Store
 
 log = logging.getLogger("aps.ledger")
-RECORDED = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
+RECORDED = (Status.FINISHED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
 
 
 class Ledger:
-    def __init__(self, store: Store, prices, monotonic_to_unix, bill_cached: bool = False):
-        self.store, self.prices = store, prices
+    """The cost of a row is the request's own price (set when it was submitted) times what it
+    used: a request that never started is billed no prompt."""
+
+    def __init__(self, store: Store, monotonic_to_unix, bill_cached: bool = False):
+        self.store = store
         self._unix = monotonic_to_unix  # runtime time -> unix seconds
         self.bill_cached = bill_cached  # a response from the cache costs its price too
         self.pending: list[tuple] = []
@@ -40,7 +43,7 @@ class Ledger:
                 None if req.first_token is None else unix(req.first_token),
                 unix(req.finished if req.finished is not None else req.arrival),
                 req.prompt_tokens, req.num_output_tokens, req.status.value, req.reason,
-                0.0 if free else self.prices.cost(billed_prompt, req.num_output_tokens))
+                0.0 if free else req.cost_usd(billed_prompt, req.num_output_tokens))
 
     def record(self, req: Request, key_prefix: str, model: str) -> None:
         if req.status not in RECORDED:

@@ -6,6 +6,11 @@ key group, `aps:{tenant}:tokens` and `aps:{tenant}:requests`: the braces are a R
 tag, keeping a tenant's keys in one slot. Keys expire once a bucket would be full again, so an
 idle tenant costs nothing.
 
+Spend budgets: a tenant's spend in the current period is `aps:{tenant}:spend:<period start>`,
+reserved and settled like the buckets (the largest cost at admission, the real one at the end)
+by the same script, and gone once its period is over. A key that is missing (a new period, or a
+Redis that restarted empty) starts from what the admitting replica's ledger billed.
+
 Fair-share counters: each replica adds the weighted service it gave (its VTC `charged` totals)
 to the hash `aps:vtc` and reads everyone's totals back; the service other replicas gave a
 tenant then moves that tenant's counter here too, so the tenant that got the least service
@@ -13,6 +18,7 @@ across the cluster is served first everywhere.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -22,8 +28,10 @@ from redis.exceptions import ConnectionError
 
 from aps.core import Tenant
 
-# KEYS: token bucket, request bucket. ARGV: token rate, token burst, cost, request rate,
-# request burst (a rate of 0: no such limit). Returns {1} or {0, limit, seconds to wait}.
+# KEYS: token bucket, request bucket, spend. ARGV: token rate, token burst, cost, request rate,
+# request burst (a rate of 0: no such limit), budget (negative: none), the request's largest
+# cost in dollars, the spend key's time to live in ms (0: none), the spend to start a missing key
+# from, seconds to the period's reset. Returns {1} or {0, limit, seconds to wait}.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -48,9 +56,27 @@ if tr > 0 then
   lt = level(KEYS[1], tr, tb)
   if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr)} end
 end
+local limit, usd, ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+if limit >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[3]))
+  if spent == nil then
+    spent = tonumber(ARGV[9])
+    redis.call('SET', KEYS[3], ARGV[9])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  end
+  if spent + usd > limit * (1 + 1e-9) then return {0, 'budget', ARGV[10]} end
+  redis.call('INCRBYFLOAT', KEYS[3], ARGV[7])
+end
 if rr > 0 then put(KEYS[2], lr - 1, rr, rb) end
 if tr > 0 then put(KEYS[1], lt - cost, tr, tb) end
 return {1}
+"""
+
+# KEYS: spend. ARGV: what the request really cost minus what it reserved (dollars). A key that
+# has expired (its period is over) is left alone.
+_SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]) end
+return 1
 """
 
 # KEYS: token bucket. ARGV: rate, burst, tokens to give back (what a request did not use).
@@ -77,8 +103,23 @@ class Taken:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A request's reservation against its tenant's budget in the current period."""
+
+    limit_usd: float
+    cost_usd: float  # the request's largest cost
+    period_key: str  # the period, named by its start (unix seconds), or "total"
+    ttl_s: float  # until the period's end (inf: a total budget)
+    seed_usd: float  # spend to start from if Redis has none for the period
+
+
 def bucket_keys(tenant_id: str) -> list[str]:
     return [f"aps:{{{tenant_id}}}:tokens", f"aps:{{{tenant_id}}}:requests"]
+
+
+def spend_key(tenant_id: str, period_key: str) -> str:
+    return f"aps:{{{tenant_id}}}:spend:{period_key}"
 
 
 class RedisStore:
@@ -96,6 +137,7 @@ class RedisStore:
                                               retry_on_timeout=False, decode_responses=True)
         self._take = self.client.register_script(_TAKE)
         self._refund = self.client.register_script(_REFUND)
+        self._settle = self.client.register_script(_SETTLE)
 
     async def ping(self) -> bool:
         return await self.client.ping()
@@ -104,15 +146,30 @@ class RedisStore:
         """Drop pooled connections (they may point at a Redis that has since restarted)."""
         await self.client.connection_pool.disconnect()
 
-    async def take(self, tenant: Tenant, cost: int) -> Taken:
-        """Atomically take one request and `cost` tokens from the tenant's buckets, or say
-        which limit refused and for how long."""
+    async def take(self, tenant: Tenant, cost: int, spend: Spend | None = None) -> Taken:
+        """Atomically take one request and `cost` tokens from the tenant's buckets and reserve
+        `spend` from its budget, or say which limit refused and for how long."""
+        budget = (-1, 0, 0, 0, "inf") if spend is None else (
+            spend.limit_usd, repr(spend.cost_usd),
+            0 if math.isinf(spend.ttl_s) else math.ceil(spend.ttl_s * 1000) + 60_000,
+            repr(spend.seed_usd), repr(spend.ttl_s))
         args = [tenant.token_rate or 0, tenant.token_burst or 0, cost,
-                tenant.request_rate or 0, tenant.request_burst or 0]
-        result = await self._take(keys=bucket_keys(tenant.tenant_id), args=args)
+                tenant.request_rate or 0, tenant.request_burst or 0, *budget]
+        key = spend_key(tenant.tenant_id, spend.period_key if spend else "none")
+        result = await self._take(keys=[*bucket_keys(tenant.tenant_id), key], args=args)
         if int(result[0]) == 1:
             return Taken(True)
         return Taken(False, result[1], float(result[2]))
+
+    async def settle(self, tenant_id: str, period_key: str, delta_usd: float) -> None:
+        """A request ended: its real cost replaces what it reserved."""
+        if delta_usd:
+            await self._settle(keys=[spend_key(tenant_id, period_key)], args=[repr(delta_usd)])
+
+    async def spent(self, tenant_id: str, period_key: str) -> float | None:
+        """The cluster's spend (settled and reserved) in a period; None if Redis has none."""
+        value = await self.client.get(spend_key(tenant_id, period_key))
+        return None if value is None else float(value)
 
     async def refund(self, tenant: Tenant, tokens: int) -> None:
         if tenant.token_rate and tokens > 0:

@@ -11,7 +11,9 @@ in place, so an operator's file follows the code across upgrades.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import secrets
 import sqlite3
 import time
@@ -65,11 +67,23 @@ MIGRATIONS = [
     """,
     # 2: the tenants demo seeding created, the only ones that may be called without a key
     "ALTER TABLE tenants ADD COLUMN demo INTEGER NOT NULL DEFAULT 0",
+    # 3: the tenant contract (entitled bid, deadline, budget) and scoped keys
+    """
+    ALTER TABLE tenants ADD COLUMN max_bid INTEGER;
+    ALTER TABLE tenants ADD COLUMN max_queue_s REAL;
+    ALTER TABLE tenants ADD COLUMN budget_usd REAL;
+    ALTER TABLE tenants ADD COLUMN budget_period TEXT NOT NULL DEFAULT 'month';
+    ALTER TABLE tenants ADD COLUMN over_budget TEXT NOT NULL DEFAULT 'reject';
+    ALTER TABLE api_keys ADD COLUMN expires_at REAL;
+    ALTER TABLE api_keys ADD COLUMN models TEXT;
+    ALTER TABLE api_keys ADD COLUMN max_bid INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TENANT_FIELDS = ("weight", "bid", "token_rate", "token_burst", "request_rate", "request_burst",
-                 "max_concurrent", "over_limit")
+                 "max_concurrent", "over_limit", "max_bid", "max_queue_s", "budget_usd",
+                 "budget_period", "over_budget")
 USAGE_COLUMNS = ("request_id", "tenant_id", "key_prefix", "model", "bid", "arrival",
                  "first_token", "finished", "prompt_tokens", "completion_tokens", "status",
                  "reason", "cost")
@@ -95,6 +109,9 @@ class KeyInfo:
     tenant_id: str
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None  # unix seconds; None: never
+    models: tuple[str, ...] | None = None  # the models it may ask for; None: any
+    max_bid: int | None = None  # lower than its tenant's, if set
 
 
 class Store:
@@ -165,7 +182,7 @@ class Store:
         tenant's fields may have been changed since it was made)."""
         tenant.check()
         values = {f: getattr(tenant, f) for f in TENANT_FIELDS}
-        values["over_limit"] = tenant.over_limit.value
+        values["over_limit"], values["over_budget"] = tenant.over_limit.value, tenant.over_budget.value
         now = self._clock()
         with self._transaction():
             cur = self.db.execute(
@@ -215,14 +232,28 @@ class Store:
 
     # -- keys ------------------------------------------------------------------------------
 
-    def create_key(self, tenant_id: str, key: str | None = None) -> str:
-        """A new key for the tenant, returned in full this once; only its hash is kept."""
+    def create_key(self, tenant_id: str, key: str | None = None, *,
+                   expires_at: float | None = None, models: Iterable[str] | None = None,
+                   max_bid: int | None = None) -> str:
+        """A new key for the tenant, returned in full this once; only its hash is kept. It may
+        expire (unix seconds), be limited to some models, and carry a bid cap below the
+        tenant's."""
         key = key or new_key()
+        models = None if models is None else sorted(set(models))
+        if models is not None and (not models or not all(isinstance(m, str) and m for m in models)):
+            raise StoreError("a key's models must be a non-empty list of model names")
+        if max_bid is not None and (isinstance(max_bid, bool) or not isinstance(max_bid, int)
+                                    or not 1 <= max_bid <= 10):
+            raise StoreError(f"a key's max_bid must be a whole number from 1 to 10, got {max_bid!r}")
+        if expires_at is not None and not math.isfinite(expires_at):
+            raise StoreError(f"a key's expiry must be a time, got {expires_at!r}")
         try:
             with self._transaction():
-                self.db.execute("INSERT INTO api_keys (hash, prefix, tenant_id, created_at) "
-                                "VALUES (?, ?, ?, ?)",
-                                (hash_key(key), key_label(key), tenant_id, self._clock()))
+                self.db.execute(
+                    "INSERT INTO api_keys (hash, prefix, tenant_id, created_at, expires_at, "
+                    "models, max_bid) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (hash_key(key), key_label(key), tenant_id, self._clock(), expires_at,
+                     None if models is None else json.dumps(models), max_bid))
         except sqlite3.IntegrityError:
             if self.tenant(tenant_id) is None:
                 raise StoreError(f"unknown tenant {tenant_id!r}") from None
@@ -249,14 +280,13 @@ class Store:
         if tenant_id is not None:
             sql, args = sql + " WHERE tenant_id = ?", (tenant_id,)
         rows = self.db.execute(sql + " ORDER BY created_at", args).fetchall()
-        return [KeyInfo(r["prefix"], r["tenant_id"], r["created_at"], r["revoked_at"])
-                for r in rows]
+        return [_key(r) for r in rows]
 
-    def key_table(self) -> dict[str, tuple[str, str]]:
-        """Live keys: hash -> (tenant, prefix). The gateway keeps this in memory."""
-        rows = self.db.execute("SELECT hash, tenant_id, prefix FROM api_keys "
-                               "WHERE revoked_at IS NULL").fetchall()
-        return {r["hash"]: (r["tenant_id"], r["prefix"]) for r in rows}
+    def key_table(self) -> dict[str, KeyInfo]:
+        """Live keys by hash. The gateway keeps this in memory (an expired key stays: it is
+        refused as expired, not as unknown)."""
+        rows = self.db.execute("SELECT * FROM api_keys WHERE revoked_at IS NULL").fetchall()
+        return {r["hash"]: _key(r) for r in rows}
 
     # -- usage ledger ----------------------------------------------------------------------
 
@@ -276,6 +306,12 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in self.db.execute(sql, args)]
+
+    def spend(self, tenant_id: str, since: float | None = None) -> float:
+        """Dollars the ledger bills a tenant for requests that ended since `since` (unix)."""
+        where, args = _where(tenant_id, since, None)
+        return float(self.db.execute(f"SELECT COALESCE(SUM(cost), 0) FROM usage {where}",
+                                     args).fetchone()[0])
 
     def usage_totals(self, tenant_id: str | None = None, since: float | None = None,
                      until: float | None = None) -> list[dict]:
@@ -322,3 +358,9 @@ class _Transaction:
 
 def _tenant(row: sqlite3.Row) -> Tenant:
     return Tenant(row["id"], **{f: row[f] for f in TENANT_FIELDS})
+
+
+def _key(row: sqlite3.Row) -> KeyInfo:
+    models = None if row["models"] is None else tuple(json.loads(row["models"]))
+    return KeyInfo(row["prefix"], row["tenant_id"], row["created_at"], row["revoked_at"],
+                   row["expires_at"], models, row["max_bid"])

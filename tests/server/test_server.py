@@ -57,10 +57,10 @@ def client(server, key="sk-acme") -> openai.OpenAI:
 
 def test_completions_and_chat_with_the_openai_sdk(server):
     c = client(server)
-    out = c.completions.create(model="any", prompt="Say something.", max_tokens=7)
+    out = c.completions.create(model="sim-llama-3-8b", prompt="Say something.", max_tokens=7)
     assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 7
     assert out.model == "sim-llama-3-8b" and out.choices[0].text
-    chat = c.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}],
+    chat = c.chat.completions.create(model="sim-llama-3-8b", messages=[{"role": "user", "content": "Hi"}],
                                      max_completion_tokens=4, extra_body={"ignore_eos": True})
     assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 4
     assert [m.id for m in c.models.list().data] == ["sim-llama-3-8b"]
@@ -68,7 +68,7 @@ def test_completions_and_chat_with_the_openai_sdk(server):
 
 def test_streaming_chat_ends_with_usage_and_done(server):
     chunks = list(client(server).chat.completions.create(
-        model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, stream=True,
+        model="sim-llama-3-8b", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, stream=True,
         stream_options={"include_usage": True}))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text and chunks[-1].usage.completion_tokens == 6
@@ -81,7 +81,7 @@ def test_streaming_chat_ends_with_usage_and_done(server):
 def test_async_client_runs_concurrent_requests(server):
     async def main():
         c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="sk-beta", max_retries=0)
-        outs = await asyncio.gather(*(c.completions.create(model="m", prompt="p", max_tokens=3)
+        outs = await asyncio.gather(*(c.completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=3)
                                       for _ in range(20)))
         await c.close()
         return outs
@@ -90,7 +90,7 @@ def test_async_client_runs_concurrent_requests(server):
 
 def test_auth_errors_are_in_openais_shape(server):
     with pytest.raises(openai.AuthenticationError):
-        client(server, key="sk-wrong").completions.create(model="m", prompt="p", max_tokens=1)
+        client(server, key="sk-wrong").completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=1)
     r = httpx.post(server.url + "/v1/completions", json={"prompt": "p"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
     r = httpx.post(server.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
@@ -99,7 +99,7 @@ def test_auth_errors_are_in_openais_shape(server):
 
 def test_bad_bodies_get_400_and_413(server):
     with pytest.raises(openai.BadRequestError) as err:
-        client(server).completions.create(model="m", prompt="p", max_tokens=0)
+        client(server).completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=0)
     assert "max_tokens" in str(err.value)
     r = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-acme"},
                    json={"messages": []})
@@ -129,7 +129,7 @@ def test_rate_limit_gives_429_with_retry_after_and_ratelimit_headers(server):
     assert r.headers["x-ratelimit-limit-tokens"] == "300"
     assert int(r.headers["x-ratelimit-remaining-tokens"]) < 250
     with pytest.raises(openai.BadRequestError, match="burst of 300"):
-        client(server, "sk-tight").completions.create(model="m", prompt="p", max_tokens=500)
+        client(server, "sk-tight").completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=500)
 
 
 def test_a_client_that_disconnects_cancels_its_request(server):
@@ -155,7 +155,7 @@ def test_a_client_that_disconnects_cancels_its_request(server):
 
 
 def test_prometheus_metrics_use_aps_names_and_show_tenants_only_to_the_scraper(server):
-    client(server).completions.create(model="m", prompt="p", max_tokens=2)
+    client(server).completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=2)
     text = httpx.get(server.url + "/metrics", headers=SCRAPER).text
     for name in ("aps:time_to_first_token_seconds_bucket", "aps:num_requests_running",
                  "aps:kv_cache_usage_perc", "aps:generation_tokens_total",
@@ -176,7 +176,7 @@ def test_demo_mode_takes_the_seeds_requests_and_demo_keys(demo):
     body = r.json()
     assert r.status_code == 200 and body["completion_tokens"] == 5 and body["tenant_id"] == "tenant_a"
     assert body["latency_ms"] >= body["ttft_ms"] >= body["queue_ms"] >= 0
-    out = client(demo, "sk-demo-tenant_c").completions.create(model="m", prompt="p", max_tokens=2)
+    out = client(demo, "sk-demo-tenant_c").completions.create(model="sim-llama-3-8b", prompt="p", max_tokens=2)
     assert out.usage.completion_tokens == 2
     r = httpx.post(demo.url + "/infer", headers={"Authorization": "Bearer sk-demo-tenant_b"},
                    json={"tenant_id": "tenant_a", "prompt": "p"})
@@ -273,7 +273,7 @@ def test_utilization_is_the_wall_time_the_simulated_gpu_ran(server):
     spent = 0.0
     for _ in range(4):  # one at a time: the GPU runs while each request runs
         t0 = time.perf_counter()
-        c.completions.create(model="m", prompt="hello", max_tokens=200)
+        c.completions.create(model="sim-llama-3-8b", prompt="hello", max_tokens=200)
         spent += time.perf_counter() - t0
     s1 = summary(server)
     busy = s1["gpu_utilization"] * s1["uptime_s"] - s0["gpu_utilization"] * s0["uptime_s"]

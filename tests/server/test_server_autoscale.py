@@ -40,7 +40,7 @@ def test_a_backlog_raises_the_desired_count_and_a_drained_queue_lowers_it(tmp_pa
 
         async def load():
             c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="sk-acme", max_retries=0)
-            return await asyncio.gather(*(c.completions.create(model="m", prompt="hello",
+            return await asyncio.gather(*(c.completions.create(model="sim-llama-3-8b", prompt="hello",
                                                                max_tokens=48) for _ in range(10)))
 
         async def watch(done: asyncio.Event) -> list[float]:

@@ -34,7 +34,7 @@ def admin(server, method, path, **kw):
 
 def complete(server, key, tokens=3):
     c = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
-    return c.completions.create(model="any", prompt="hello there", max_tokens=tokens)
+    return c.completions.create(model="sim-llama-3-8b", prompt="hello there", max_tokens=tokens)
 
 
 def eventually(check, timeout_s=5.0, until_not=()):
@@ -170,7 +170,7 @@ def test_every_acknowledged_request_is_in_the_ledger_after_sigkill(tmp_path):
         nonlocal failed
         headers = {"Authorization": "Bearer sk-acme-test-key"}
         for j in range(10_000):
-            body = {"model": "m", "prompt": f"client {i} request {j}", "max_tokens": 4,
+            body = {"model": "sim-llama-3-8b", "prompt": f"client {i} request {j}", "max_tokens": 4,
                     "stream": bool(i % 2)}
             try:
                 if not body["stream"]:

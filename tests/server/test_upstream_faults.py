@@ -55,7 +55,7 @@ def stream_some(gw, max_tokens: int, stop_after: int | None = None):
     c = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-acme", max_retries=0, timeout=30)
     pieces = []
     try:
-        for chunk in c.completions.create(model="m", prompt="hi", max_tokens=max_tokens,
+        for chunk in c.completions.create(model="sim-llama-3-8b", prompt="hi", max_tokens=max_tokens,
                                           stream=True):
             if chunk.choices and chunk.choices[0].text:
                 pieces.append(chunk.choices[0].text)

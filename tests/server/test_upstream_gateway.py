@@ -78,11 +78,11 @@ def pair(tmp_path_factory):
 def test_completions_and_streaming_through_the_gateway_with_the_openai_sdk(pair):
     gw, ups = pair
     c = client(gw)
-    out = c.completions.create(model="whatever", prompt="Say something.", max_tokens=7)
+    out = c.completions.create(model="sim-llama-3-8b", prompt="Say something.", max_tokens=7)
     assert out.model == "sim-llama-3-8b" and out.choices[0].text.strip()
     assert out.usage.completion_tokens == 7 and out.choices[0].finish_reason == "length"
     chunks = list(c.chat.completions.create(
-        model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=5, stream=True,
+        model="sim-llama-3-8b", messages=[{"role": "user", "content": "Hi"}], max_tokens=5, stream=True,
         stream_options={"include_usage": True}))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text.startswith(" simulated") and chunks[-1].usage.completion_tokens == 5
@@ -98,7 +98,7 @@ def test_concurrent_clients_all_get_answers_and_nothing_leaks(pair):
 
     async def main():
         c = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-beta", max_retries=0)
-        return await asyncio.gather(*(c.completions.create(model="m", prompt=f"p{i}", max_tokens=4)
+        return await asyncio.gather(*(c.completions.create(model="sim-llama-3-8b", prompt=f"p{i}", max_tokens=4)
                                       for i in range(40)))
     outs = asyncio.run(main())
     assert all(o.usage.completion_tokens == 4 for o in outs)
@@ -115,7 +115,7 @@ def test_an_upstream_4xx_reaches_the_client_as_its_error(pair, tmp_path):
     bad = gateway(tmp_path, ups[:1], key="sk-small")
     try:
         with pytest.raises(openai.BadRequestError) as err:
-            client(bad).completions.create(model="m", prompt="x" * 200, max_tokens=60)
+            client(bad).completions.create(model="sim-llama-3-8b", prompt="x" * 200, max_tokens=60)
         assert "upstream answered 400" in str(err.value)
         assert metric(bad, "aps:upstream_retries_total") == 0
         assert metric(bad, "aps:request_ended_total", status="failed") == 1
@@ -126,7 +126,7 @@ def test_an_upstream_4xx_reaches_the_client_as_its_error(pair, tmp_path):
 def test_deterministic_requests_are_cached_per_tenant(pair):
     gw, ups = pair
     before = sum(metric(u, "aps:request_ended_total", tenant="gw") for u in ups)
-    body = dict(model="m", prompt="What is two and two?", max_tokens=6, temperature=0)
+    body = dict(model="sim-llama-3-8b", prompt="What is two and two?", max_tokens=6, temperature=0)
     first = client(gw).completions.create(**body)
     second = client(gw).completions.create(**body)
     assert second.choices[0].text == first.choices[0].text
@@ -142,7 +142,7 @@ def test_deterministic_requests_are_cached_per_tenant(pair):
 
 async def burst(gw, n, key="sk-acme"):
     c = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=30)
-    return await asyncio.gather(*(c.completions.create(model="m", prompt=f"q{i}", max_tokens=3)
+    return await asyncio.gather(*(c.completions.create(model="sim-llama-3-8b", prompt=f"q{i}", max_tokens=3)
                                   for i in range(n)))
 
 
@@ -233,7 +233,7 @@ def test_utilization_is_the_wall_time_upstream_requests_were_in_flight(tmp_path)
         before, spent = busy_seconds(gw), 0.0
         for _ in range(4):  # one at a time: the gateway is busy exactly while each runs
             t0 = time.perf_counter()
-            c.completions.create(model="m", prompt="hello", max_tokens=16)
+            c.completions.create(model="sim-llama-3-8b", prompt="hello", max_tokens=16)
             spent += time.perf_counter() - t0
         busy = busy_seconds(gw) - before
         assert 0.5 * spent <= busy <= 1.02 * spent, (busy, spent)

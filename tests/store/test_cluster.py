@@ -87,7 +87,7 @@ async def admitted_tokens(urls, seconds: float, clients_per_url: int = 3) -> dic
 
     async def client(c, url):
         while time.monotonic() < stop:
-            r = await c.post(url + "/v1/completions", json={"model": "m", "prompt": "x" * 40,
+            r = await c.post(url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "x" * 40,
                                                             "max_tokens": 20},
                              headers={"Authorization": "Bearer sk-capped-key"})
             if r.status_code == 200:
@@ -152,7 +152,7 @@ def test_closed_mode_refuses_while_redis_is_down(tmp_path, redis_server):
     (server,) = gateways(tmp_path, redis_server.url, n=1, down="closed")
     try:
         redis_server.stop()
-        r = httpx.post(server.url + "/v1/completions", json={"model": "m", "prompt": "hi",
+        r = httpx.post(server.url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "hi",
                                                              "max_tokens": 2},
                        headers={"Authorization": "Bearer sk-capped-key"}, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
@@ -163,7 +163,7 @@ def test_closed_mode_refuses_while_redis_is_down(tmp_path, redis_server):
             while degraded(server.url):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-            ok = httpx.post(server.url + "/v1/completions", json={"model": "m", "prompt": "hi",
+            ok = httpx.post(server.url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "hi",
                                                                   "max_tokens": 2},
                             headers={"Authorization": "Bearer sk-capped-key"}, timeout=10)
             assert ok.status_code == 200
@@ -209,7 +209,7 @@ tenants:
         async def client(c, url, key, label):
             while time.monotonic() < stop:
                 r = await c.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                                 json={"model": "m", "prompt": "x" * 40, "max_tokens": 32})
+                                 json={"model": "sim-llama-3-8b", "prompt": "x" * 40, "max_tokens": 32})
                 assert r.status_code == 200
                 if time.monotonic() < stop:
                     done[label] += 1

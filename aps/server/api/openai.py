@@ -6,14 +6,14 @@ import json
 import time
 
 from fastapi import APIRouter, Header, Request as HttpRequest
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from aps.core import Request, Status
 from aps.engines.upstream_http import UpstreamCall
-from aps.server.api.client import disconnected
+from aps.server.api.client import MAX_QUEUE_HEADER, disconnected, max_queue_s
 from aps.server.api.schemas import ChatBody, CompletionBody
 from aps.server.errors import ApiError, error_type
-from aps.server.gateway import ended_error
+from aps.server.gateway import Ask, ended_error
 
 router = APIRouter(prefix="/v1")
 
@@ -33,8 +33,9 @@ def _finish_reason(req: Request) -> str:
 async def models(http: HttpRequest, authorization: str | None = Header(None)):
     gw = http.app.state.gateway
     gw.caller(authorization)
-    return {"object": "list", "data": [{"id": gw.backend.model_name, "object": "model",
-                                        "created": int(gw.started), "owned_by": "aps"}]}
+    return {"object": "list", "data": [{"id": name, "object": "model",
+                                        "created": int(gw.started), "owned_by": "aps"}
+                                       for name in gw.models]}
 
 
 @router.post("/completions")
@@ -58,22 +59,26 @@ async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: b
     gw = http.app.state.gateway
     caller = gw.caller(authorization)
     kind = "chat" if chat else "completion"
-    req, stream = await gw.submit(caller, prompt, body.limit(DEFAULT_MAX_TOKENS[kind]),
-                                  body.priority, "chatcmpl" if chat else "cmpl",
-                                  UpstreamCall(chat, body.model_dump(exclude_unset=True), prompt))
-    model = gw.backend.model_name
+    ask = Ask(prompt, body.limit(DEFAULT_MAX_TOKENS[kind]), body.priority, body.model,
+              max_queue_s(http.headers.get(MAX_QUEUE_HEADER)), "chatcmpl" if chat else "cmpl",
+              UpstreamCall(chat, body.model_dump(exclude_unset=True), prompt))
+    req, stream = await gw.submit(caller, ask)
+    model = body.model or req.model  # the name the client used (an alias stays an alias)
+    headers = {"x-aps-priority": str(req.bid)}  # the priority applied, after the caps
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_sse(gw, http, req, stream, model, chat, usage),
-                                 media_type="text/event-stream")
+                                 media_type="text/event-stream", headers=headers)
     text = await gw.collect(http, req, stream)
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "finish_reason": _finish_reason(req), "logprobs": None}
     else:
         choice = {"index": 0, "text": text, "finish_reason": _finish_reason(req), "logprobs": None}
-    return {"id": req.request_id, "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": model, "choices": [choice], "usage": _usage(req)}
+    return JSONResponse({"id": req.request_id,
+                         "object": "chat.completion" if chat else "text_completion",
+                         "created": int(time.time()), "model": model, "choices": [choice],
+                         "usage": _usage(req)}, headers=headers)
 
 
 async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bool,
@@ -111,7 +116,7 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
             first = False
         await gw.recorded(req)  # its usage row is written before its last event
         if req.status is not Status.FINISHED:  # the same error a plain request would get
-            err = ended_error(req, stream.error)
+            err = ended_error(req, stream.error, gw.queue_wait_s())
             error = {"message": err.message, "type": error_type(err.status), "param": None,
                      "code": err.code}
             yield f"data: {json.dumps({'error': error})}\n\n"

@@ -20,7 +20,8 @@ class InferBody(_Open):
     tenant_id: str | None = None
     prompt: str
     tokens_requested: int = Field(128, ge=1, le=MAX_TOKENS, strict=True)
-    priority_bid: int | None = Field(None, ge=1, le=10, strict=True)
+    priority_bid: int | None = Field(None, ge=1, le=10, strict=True)  # above the tenant's
+    model: str | None = None                                         # max_bid: lowered to it
 
 
 class StreamOptions(_Open):

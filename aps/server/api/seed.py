@@ -3,18 +3,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Header, Request as HttpRequest
 
-from aps.server.errors import ApiError
+from aps.server.api.client import max_queue_s
 from aps.server.api.schemas import InferBody
+from aps.server.errors import ApiError
+from aps.server.gateway import Ask
 
 router = APIRouter()
 
 
 @router.post("/infer")
-async def infer(body: InferBody, http: HttpRequest, authorization: str | None = Header(None)):
+async def infer(body: InferBody, http: HttpRequest, authorization: str | None = Header(None),
+                x_aps_max_queue_seconds: str | None = Header(None)):
     gw = http.app.state.gateway
     caller = gw.caller(authorization, body.tenant_id, keyless_ok=True)
-    req, stream = await gw.submit(caller, body.prompt, body.tokens_requested,
-                                  body.priority_bid, "infer")
+    req, stream = await gw.submit(caller, Ask(body.prompt, body.tokens_requested,
+                                              body.priority_bid, body.model,
+                                              max_queue_s(x_aps_max_queue_seconds), "infer"))
     text = await gw.collect(http, req, stream)
     alpha = getattr(gw.sched.policy, "alpha", 0.0)
     return {"request_id": req.request_id, "tenant_id": caller.tenant_id, "text": text,
@@ -47,7 +51,9 @@ async def tenant_status(tenant_id: str, http: HttpRequest,
     config = gw.directory.tenants.get(tenant, state.tenant)
     bucket = state.tokens  # None in cluster mode: the shared bucket is in Redis
     return {"tenant_id": tenant, "weight": config.weight, "bid": config.bid,
+            "max_bid": config.entitled_bid, "max_queue_s": config.max_queue_s,
             "token_rate": config.token_rate, "token_burst": config.token_burst,
             "tokens_available": bucket.refill(now) if bucket else None,
             "in_flight": state.num_in_flight, "throttled": len(state.throttled),
-            "service_tokens": gw.sched.service_tokens.get(tenant, 0)}
+            "service_tokens": gw.sched.service_tokens.get(tenant, 0),
+            "budget": await gw.budget_view(tenant)}
