@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from fastapi import Request as HttpRequest
 
 from aps.core import ConfigError, InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
-from aps.core.periods import period_bounds
 from aps.core.stats import RecentEnds
 from aps.engines import Backend, SimulatedEngine
 from aps.engines.upstream import UpstreamPool
@@ -28,15 +27,15 @@ from aps.runtime import Dispatcher, Draining, Driver, Runtime, Stream
 from aps.server import errors
 from aps.server.api.client import count_tokens, disconnected
 from aps.server.autoscale import AutoscaleSignal
+from aps.server.budgets import Budgets
 from aps.server.config import ServerConfig
 from aps.server.errors import ApiError
 from aps.server.metrics import Metrics, StoreGauges, UpstreamGauges
 from aps.server.upstream_config import make_replicas
 from aps.store import Store
-from aps.store.cluster import UNREACHABLE, Cluster, StoreUnavailable
+from aps.store.cluster import Cluster, StoreUnavailable
 from aps.store.directory import Caller, Directory
 from aps.store.ledger import Ledger, unix_clock
-from aps.store.redis import Spend
 
 log = logging.getLogger("aps.server")
 
@@ -68,24 +67,24 @@ class Gateway:
             self.cluster = Cluster(s.redis_url, s.redis_down, s.redis_timeout_s, s.sync_s,
                                    on_change=self.apply_tenants)
         tenants = [self._local(t) for t in self.directory.tenants.values()]
+        self.budgets = Budgets(self.store, None, lambda: self.directory.tenants, self.cluster)
         self.sched = Scheduler(tenants, config.policy,
                                config.batch_config(int(self.perf.kv_capacity_tokens)),
-                               period_bounds=self._period_bounds, **config.policy_params)
+                               period_bounds=self.budgets.period_bounds, **config.policy_params)
+        self.budgets.sched = self.sched  # (each needs the other: budgets give it their periods)
         self.metrics = Metrics(self.sched, list(self.directory.tenants))
         self.metrics.registry.register(StoreGauges(self))
         self.backend, self.driver = self._build_backend()
-        self._unix = unix_clock(self.driver.now)  # driver time -> unix seconds
-        self._unix_offset = self._unix(0.0)
-        self.ledger = Ledger(self.store, self._unix, bill_cached=config.cache.bill_hits)
+        unix = unix_clock(self.driver.now)  # driver time -> unix seconds
+        self.ledger = Ledger(self.store, unix, bill_cached=config.cache.bill_hits)
+        self.budgets.use_clock(self.driver.now, unix)
+        self.budgets.restore(self.directory.tenants.values())
         self.models = self._served_models()
-        self._restore_spend(self.directory.tenants.values())
         self.autoscale = AutoscaleSignal(config.autoscale, self.sched, self.driver.now,
                                          replicas=max(1, len(config.upstreams)))
         self.metrics.registry.register(self.autoscale)
         self._key_prefix: dict[str, str] = {}  # live request id -> the key it came with
         self.recent = RecentEnds(30.0)  # for the Retry-After of a refusal that no bucket times
-        self._ledger_spent: dict[tuple[str, str], tuple[float, float]] = {}
-        self.budgets: dict[str, dict] = {}  # each budgeted tenant's standing, for the metrics
         self.started = time.time()
 
     def _served_models(self) -> dict[str, str]:
@@ -122,26 +121,7 @@ class Gateway:
         for tenant in tenants:
             self.sched.set_tenant(self._local(tenant))
             self.metrics.tenants.add(tenant.tenant_id)
-        self._restore_spend(tenants)
-
-    # -- budgets ---------------------------------------------------------------------------
-
-    def _period_bounds(self, period: str, now: float) -> tuple[float, float]:
-        """A budget period in the driver's time: the UTC calendar's, shifted by the offset of
-        the driver's clock from unix time."""
-        start, end = period_bounds(period, now + self._unix_offset)
-        return start - self._unix_offset, end - self._unix_offset
-
-    def _restore_spend(self, tenants) -> None:
-        """A budget that starts here (at startup, a new budget, Redis gone) starts from what
-        the ledger billed in the current period, so spend survives restarts."""
-        now = self.driver.now()
-        for tenant in tenants:
-            budget = self.sched.tenants[tenant.tenant_id].budget
-            if budget is not None and budget.end == -math.inf:
-                budget.roll(now)
-                since = None if budget.period == "total" else budget.start + self._unix_offset
-                budget.spent_usd = self.store.spend(tenant.tenant_id, since)
+        self.budgets.restore(tenants)
 
     def reload(self) -> None:
         """Pick up tenants and keys written by the CLI, the admin API or another replica.
@@ -157,19 +137,7 @@ class Gateway:
                 self.ledger.flush()  # rows a failed write kept, if any
             except sqlite3.Error as exc:
                 log.error("cannot read the database %s: %s", self.store.path, exc)
-            await self._refresh_budgets()
-
-    async def _refresh_budgets(self) -> None:
-        """Keep each budgeted tenant's standing at hand for the metrics (Redis's, in cluster
-        mode, read here rather than at every scrape)."""
-        budgets = {}
-        for tenant_id, tenant in list(self.directory.tenants.items()):
-            if tenant.budget_usd is not None:
-                try:
-                    budgets[tenant_id] = await self.budget_view(tenant_id)
-                except Exception:  # a view is for metrics: never let it stop the loop
-                    log.exception("reading the budget of %s failed", tenant_id)
-        self.budgets = budgets
+            await self.budgets.refresh()
 
     def caller(self, authorization: str | None, named: str | None = None,
                keyless_ok: bool = False) -> Caller:
@@ -270,61 +238,12 @@ class Gateway:
         if tenant is None:
             raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
         try:
-            taken = await self.cluster.admit(req, tenant, self._shared_spend(req, tenant))
+            taken = await self.cluster.admit(req, tenant, self.budgets.shared_spend(req, tenant))
         except StoreUnavailable as exc:
             raise ApiError(503, f"{exc}; retry later", "store_unavailable",
                            errors.retry_after(1)) from None
         if taken is not None and not taken.ok and not req.demoted:
             raise self._refusal(req.tenant_id, Verdict(False, taken.reason, taken.retry_after))
-
-    def _shared_spend(self, req: Request, tenant: Tenant) -> Spend | None:
-        """The request's reservation against its tenant's budget, as Redis keeps it."""
-        if tenant.budget_usd is None:
-            return None
-        period_key, start, end = self._period(tenant.budget_period)
-        return Spend(tenant.budget_usd, req.cost_usd(req.prompt_tokens, req.max_tokens),
-                     period_key, end - time.time(),
-                     self._ledger_spend(tenant.tenant_id, period_key, start))
-
-    @staticmethod
-    def _period(period: str) -> tuple[str, float, float]:
-        """The current budget period: its key, start and end (unix seconds)."""
-        start, end = period_bounds(period, time.time())
-        return ("total" if period == "total" else str(int(start))), start, end
-
-    def _ledger_spend(self, tenant_id: str, period_key: str, start: float) -> float:
-        """What this replica's ledger billed the tenant in the period (read at most every few
-        seconds: it only seeds a period Redis does not know)."""
-        key, now = (tenant_id, period_key), time.monotonic()
-        cached = self._ledger_spent.get(key)
-        if cached is None or now - cached[0] > 5.0:
-            cached = (now, self.store.spend(tenant_id, None if math.isinf(start) else start))
-            self._ledger_spent[key] = cached
-        return cached[1]
-
-    async def budget_view(self, tenant_id: str) -> dict | None:
-        """A tenant's budget as it stands: the cluster's (Redis) or this gateway's."""
-        tenant = self.directory.tenants.get(tenant_id)
-        if tenant is None or tenant.budget_usd is None:
-            return None
-        period_key, start, end = self._period(tenant.budget_period)
-        budget = self.sched.tenants[tenant_id].budget
-        if budget is not None:  # this gateway enforces it
-            budget.roll(self.driver.now())
-            spent, reserved = budget.spent_usd, budget.reserved_usd
-        else:  # Redis does: spend there counts settled and reserved together
-            try:
-                shared = await self.cluster.redis.spent(tenant_id, period_key)
-            except UNREACHABLE:
-                shared = None
-            spent = shared if shared is not None else self._ledger_spend(tenant_id, period_key,
-                                                                         start)
-            reserved = 0.0
-        return {"budget_usd": tenant.budget_usd, "period": tenant.budget_period,
-                "spent_usd": spent, "reserved_usd": reserved,
-                "remaining_usd": max(0.0, tenant.budget_usd - spent - reserved),
-                "resets_at": None if math.isinf(end) else end,
-                "over_budget": tenant.over_budget.value}
 
     def _refund_shared(self, req: Request) -> None:
         """A request the local scheduler refused never ran: give back its shared reservation."""

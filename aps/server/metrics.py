@@ -122,7 +122,7 @@ class StoreGauges:
                                   "period (settled and reserved)", labels=["tenant"])
         remaining = GaugeMetricFamily("aps:tenant_budget_remaining_usd", "Dollars left in the "
                                       "budget's current period", labels=["tenant"])
-        for tenant, view in sorted(self.gw.budgets.items()):
+        for tenant, view in sorted(self.gw.budgets.standing.items()):
             spent.add_metric([tenant], view["spent_usd"] + view["reserved_usd"])
             remaining.add_metric([tenant], view["remaining_usd"])
         yield spent

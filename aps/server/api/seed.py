@@ -56,4 +56,4 @@ async def tenant_status(tenant_id: str, http: HttpRequest,
             "tokens_available": bucket.refill(now) if bucket else None,
             "in_flight": state.num_in_flight, "throttled": len(state.throttled),
             "service_tokens": gw.sched.service_tokens.get(tenant, 0),
-            "budget": await gw.budget_view(tenant)}
+            "budget": await gw.budgets.view(tenant)}
