@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aps.core import ConfigError, OverLimit, Tenant
+from aps.core.periods import period_bounds
 from aps.store import Store, StoreError
 from aps.store.export import parse_time, usage_csv, write_trace
 
@@ -35,12 +36,9 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _limits(weight, bid, token_rate, token_burst, request_rate, request_burst, max_concurrent,
-            over_limit) -> dict:
-    given = {"weight": weight, "bid": bid, "token_rate": token_rate, "token_burst": token_burst,
-             "request_rate": request_rate, "request_burst": request_burst,
-             "max_concurrent": max_concurrent, "over_limit": over_limit}
-    return {k: v for k, v in given.items() if v is not None}
+def _given(**fields) -> dict:
+    """The options given on the command line (typer passes None for the others)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 _WEIGHT = typer.Option(None, help="fair-share weight")
@@ -51,6 +49,13 @@ _REQUEST_RATE = typer.Option(None, help="requests per second")
 _REQUEST_BURST = typer.Option(None, help="request bucket size")
 _MAX_CONCURRENT = typer.Option(None, help="requests queued or running at once")
 _OVER_LIMIT = typer.Option(None, help="reject, delay or demote (to the spare-capacity band)")
+_MAX_BID = typer.Option(None, help="the highest bid its clients may ask for (default: --bid)")
+_MAX_QUEUE_S = typer.Option(None, help="seconds a request may wait to start, then 503")
+_BUDGET_USD = typer.Option(None, help="dollars it may spend per --budget-period")
+_BUDGET_PERIOD = typer.Option(None, help="day, week, month (UTC calendar) or total")
+_OVER_BUDGET = typer.Option(None, help="reject (429) or demote (to the spare-capacity band)")
+CLEARABLE = ("token_rate", "request_rate", "max_concurrent", "max_bid", "max_queue_s",
+             "budget_usd")
 
 
 @tenants.command("add")
@@ -58,13 +63,19 @@ def tenants_add(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
                 token_rate: float = _TOKEN_RATE, token_burst: float = _TOKEN_BURST,
                 request_rate: float = _REQUEST_RATE, request_burst: float = _REQUEST_BURST,
                 max_concurrent: int = _MAX_CONCURRENT, over_limit: OverLimit = _OVER_LIMIT,
+                max_bid: int = _MAX_BID, max_queue_s: float = _MAX_QUEUE_S,
+                budget_usd: float = _BUDGET_USD, budget_period: str = _BUDGET_PERIOD,
+                over_budget: str = _OVER_BUDGET,
                 key: bool = typer.Option(True, help="also create an API key and print it"),
                 db: str = DB) -> None:
     """Add a tenant (and, by default, its first API key)."""
     try:  # checked before the database is opened (or created)
-        tenant = Tenant(tenant_id, **_limits(weight, bid, token_rate, token_burst, request_rate,
-                                             request_burst, max_concurrent, over_limit))
-    except ConfigError as exc:
+        tenant = Tenant(tenant_id, **_given(
+            weight=weight, bid=bid, token_rate=token_rate, token_burst=token_burst,
+            request_rate=request_rate, request_burst=request_burst, max_concurrent=max_concurrent,
+            over_limit=over_limit, max_bid=max_bid, max_queue_s=max_queue_s,
+            budget_usd=budget_usd, budget_period=budget_period, over_budget=over_budget))
+    except (ConfigError, ValueError) as exc:
         _fail(exc)
     store = _open(db)
     if store.tenant(tenant_id) is not None:
@@ -83,16 +94,21 @@ def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
                 token_rate: float = _TOKEN_RATE, token_burst: float = _TOKEN_BURST,
                 request_rate: float = _REQUEST_RATE, request_burst: float = _REQUEST_BURST,
                 max_concurrent: int = _MAX_CONCURRENT, over_limit: OverLimit = _OVER_LIMIT,
+                max_bid: int = _MAX_BID, max_queue_s: float = _MAX_QUEUE_S,
+                budget_usd: float = _BUDGET_USD, budget_period: str = _BUDGET_PERIOD,
+                over_budget: str = _OVER_BUDGET,
                 unlimited: list[str] = typer.Option(
-                    [], help="clear a limit: token_rate, request_rate or max_concurrent"),
+                    [], help=f"clear a limit: {', '.join(CLEARABLE)}"),
                 db: str = DB) -> None:
     """Change some of a tenant's settings; the others keep their values."""
-    changes = _limits(weight, bid, token_rate, token_burst, request_rate, request_burst,
-                      max_concurrent, over_limit)
+    changes = _given(weight=weight, bid=bid, token_rate=token_rate, token_burst=token_burst,
+                     request_rate=request_rate, request_burst=request_burst,
+                     max_concurrent=max_concurrent, over_limit=over_limit, max_bid=max_bid,
+                     max_queue_s=max_queue_s, budget_usd=budget_usd,
+                     budget_period=budget_period, over_budget=over_budget)
     for name in unlimited:
-        if name not in ("token_rate", "request_rate", "max_concurrent"):
-            _fail(ConfigError(f"--unlimited takes token_rate, request_rate or max_concurrent, "
-                              f"not {name!r}"))
+        if name not in CLEARABLE:
+            _fail(ConfigError(f"--unlimited takes {', '.join(CLEARABLE)}, not {name!r}"))
         changes[name] = None
         if name.endswith("_rate"):
             changes[name.replace("rate", "burst")] = None
@@ -110,18 +126,30 @@ def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
 @tenants.command("list")
 def tenants_list(as_json: bool = typer.Option(False, "--json"), db: str = DB) -> None:
     """The tenants and their limits."""
-    rows = _open(db).tenants()
+    store = _open(db)
+    rows = store.tenants()
+    spent = {t.tenant_id: _period_spend(store, t) for t in rows}
     if as_json:
         from aps.server.api.admin import tenant_json
-        print(json.dumps([tenant_json(t) for t in rows], indent=2))
+        print(json.dumps([{**tenant_json(t), "spent_usd": spent[t.tenant_id]} for t in rows],
+                         indent=2))
         return
-    table = Table("tenant", "weight", "bid", "tokens/s", "burst", "req/s", "max concurrent",
-                  "over limit")
+    table = Table("tenant", "weight", "bid", "max bid", "tokens/s", "burst", "req/s",
+                  "max concurrent", "over limit", "max queue s", "budget $", "spent $")
     for t in rows:
-        table.add_row(t.tenant_id, f"{t.weight:g}", str(t.bid), _g(t.token_rate),
-                      _g(t.token_burst), _g(t.request_rate), _g(t.max_concurrent),
-                      t.over_limit.value)
+        budget = "-" if t.budget_usd is None else f"{t.budget_usd:g} a {t.budget_period}"
+        table.add_row(t.tenant_id, f"{t.weight:g}", str(t.bid), str(t.entitled_bid),
+                      _g(t.token_rate), _g(t.token_burst), _g(t.request_rate),
+                      _g(t.max_concurrent), t.over_limit.value, _g(t.max_queue_s), budget,
+                      f"{spent[t.tenant_id]:.4f}")
     console.print(table)
+
+
+def _period_spend(store: Store, tenant: Tenant) -> float:
+    """What the ledger billed the tenant in its budget's current period (a month without a
+    budget)."""
+    start, _ = period_bounds(tenant.budget_period, time.time())
+    return store.spend(tenant.tenant_id, None if start == float("-inf") else start)
 
 
 @tenants.command("remove")
@@ -133,12 +161,22 @@ def tenants_remove(tenant_id: str, db: str = DB) -> None:
 
 
 @keys.command("create")
-def keys_create(tenant_id: str, db: str = DB) -> None:
+def keys_create(tenant_id: str,
+                expires: str = typer.Option(None, help="when it stops working: a span like 30d, "
+                                                       "an ISO date, or unix seconds"),
+                models: str = typer.Option(None, help="the models it may use, comma-separated "
+                                                      "(default: any)"),
+                max_bid: int = typer.Option(None, help="a bid cap below its tenant's"),
+                db: str = DB) -> None:
     """A new API key for a tenant, printed this once."""
     try:
-        _print_key(tenant_id, _open(db).create_key(tenant_id))
+        expires_at = parse_time(expires, time.time(), ahead=True)
+        names = None if models is None else [m.strip() for m in models.split(",") if m.strip()]
+        key = _open(db).create_key(tenant_id, expires_at=expires_at, models=names,
+                                   max_bid=max_bid)
     except StoreError as exc:
         _fail(exc)
+    _print_key(tenant_id, key)
 
 
 @keys.command("revoke")
@@ -158,9 +196,12 @@ def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix, or the
 def keys_list(tenant: str = typer.Option(None, help="only this tenant's keys"),
               db: str = DB) -> None:
     """Keys by prefix (the keys themselves are not stored)."""
-    table = Table("prefix", "tenant", "created (UTC)", "revoked (UTC)")
+    table = Table("prefix", "tenant", "created (UTC)", "revoked (UTC)", "expires (UTC)",
+                  "models", "max bid")
     for k in _open(db).keys(tenant):
-        table.add_row(k.prefix, k.tenant_id, _when(k.created_at), _when(k.revoked_at))
+        table.add_row(k.prefix, k.tenant_id, _when(k.created_at), _when(k.revoked_at),
+                      _when(k.expires_at), "any" if k.models is None else ", ".join(k.models),
+                      _g(k.max_bid))
     console.print(table)
 
 

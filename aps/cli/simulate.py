@@ -33,7 +33,8 @@ def build(scenario: str, *, policy=None, model=None, gpu=None, tp=1, replicas=1,
                                       max_num_batched_tokens=max_num_batched_tokens,
                                       kv_capacity_tokens=int(perf.kv_capacity_tokens)),
                     replicas=replicas, router=router, fast=fast, slo_ttft_s=slo_ttft,
-                    slo_tpot_s=slo_tpot, autoscale=sc.autoscale if autoscale else None)
+                    slo_tpot_s=slo_tpot, autoscale=sc.autoscale if autoscale else None,
+                    price=sc.price)
     return sc, perf, cfg
 
 

@@ -49,6 +49,7 @@ class SimConfig:
     slo_tpot_s: float = 0.2
     timeline_points: int = 0  # > 0: sample queue depth and service about this many times
     autoscale: AutoscaleConfig | None = None  # replicas come and go (aps.sim.scaler)
+    price: tuple[float, float] = (0.0, 0.0)  # dollars per prompt and output token (budgets)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -157,7 +158,7 @@ class Simulation:
         replica = self._route() if len(self.routable) > 1 else self.routable[0]
         prompt, out = int(w.prompt_tokens[i]), int(w.output_tokens[i])
         req = Request(str(i), w.tenants[w.tenant[i]].tenant_id, prompt, out,
-                      self.now, int(w.bid[i]))
+                      self.now, int(w.bid[i]), price=self.cfg.price)
         replica.outstanding_tokens += prompt + out
         replica.sched.submit(req, self.now)
         self._settle(replica)

@@ -18,9 +18,10 @@ TRACE_COLUMNS = ("arrival_s", "tenant", "prompt_tokens", "output_tokens")  # the
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_time(text: str | float | None, now: float) -> float | None:
-    """Unix seconds from a number, an ISO 8601 date or time (UTC unless it says), or an age
-    like `90m`, `24h`, `7d` (that long before `now`)."""
+def parse_time(text: str | float | None, now: float, ahead: bool = False) -> float | None:
+    """Unix seconds from a number, an ISO 8601 date or time (UTC unless it says), or a span
+    like `90m`, `24h`, `7d`: that long before `now` (an age), or after it with `ahead` (an
+    expiry)."""
     if text is None or text == "":
         return None
     if isinstance(text, (int, float)):
@@ -28,7 +29,8 @@ def parse_time(text: str | float | None, now: float) -> float | None:
     text = text.strip()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text)
     if match:
-        return now - float(match[1]) * _UNITS[match[2]]
+        span = float(match[1]) * _UNITS[match[2]]
+        return now + span if ahead else now - span
     try:
         return float(text)
     except ValueError:
@@ -37,7 +39,7 @@ def parse_time(text: str | float | None, now: float) -> float | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise StoreError(f"cannot read the time {text!r}: give unix seconds, an ISO date like "
-                         "2026-11-24T09:00, or an age like 24h or 7d") from None
+                         "2026-11-24T09:00, or a span like 24h or 7d") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
@@ -88,5 +90,5 @@ def _tenant_entry(tenant: Tenant) -> dict:
     for field in TENANT_FIELDS:
         value = getattr(tenant, field)
         if value is not None and value != getattr(Tenant("x"), field):
-            entry[field] = value.value if field == "over_limit" else value
+            entry[field] = getattr(value, "value", value)  # an OverLimit as its name
     return entry

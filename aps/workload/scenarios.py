@@ -6,7 +6,9 @@
     tenants:
       - id: tenant_a                  # Tenant settings: weight, bid, token_rate, token_burst,
         bid: 10                       #   request_rate, request_burst, max_concurrent,
-        token_rate: 500               #   over_limit (reject | delay | demote)
+        token_rate: 500               #   over_limit (reject | delay | demote), max_bid,
+                                      #   max_queue_s, budget_usd, budget_period (day |
+                                      #   week | month | total), over_budget (reject | demote)
         traffic:                      # generated traffic (omit when there is a source)
           arrival: {process: poisson, rate: 2.0}   # gamma (rate, cv), onoff (rate, on_s,
                                       #   off_s), diurnal (rate, period_s, amplitude, phase),
@@ -25,6 +27,8 @@
                                       #   `share:` on every tenant means weighted random
     autoscale: {min: 1, max: 8, startup_s: 60}   # optional: replicas come and go (fields in
                                       #   aps/core/autoscale.py)
+    prices: {input_per_1m: 0.2, output_per_1m: 0.6}   # optional: dollars, for budgets (the
+                                      #   simulated time 0 is 1970-01-01 00:00 UTC)
 
 With a source, the listed tenants either receive the trace's requests (traces without
 tenants) or configure the trace's own tenants by id. `defaults` is handed on unchanged as
@@ -51,7 +55,9 @@ from aps.workload.workload import Workload, WorkloadError
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "data" / "scenarios"
 TENANT_FIELDS = {"weight": "number", "bid": "int", "token_rate": "number",
                  "token_burst": "number", "request_rate": "number", "request_burst": "number",
-                 "max_concurrent": "int", "over_limit": "str"}
+                 "max_concurrent": "int", "over_limit": "str", "max_bid": "int",
+                 "max_queue_s": "number", "budget_usd": "number", "budget_period": "str",
+                 "over_budget": "str"}
 OPTION_KINDS = {"rate_scale": "number", "duration_s": "number", "max_requests": "int",
                 "assign": "str", "shares": "list", "zipf_s": "number", "jitter": "bool",
                 "step_s": "number", "top_k": "int", "clients": "list", "start_s": "number",
@@ -66,6 +72,7 @@ class Scenario:
     defaults: dict[str, Any]  # simulation hints, e.g. {"policy": "vtc", "duration_s": 600}
     path: Path | None = None
     autoscale: AutoscaleConfig | None = None  # replicas come and go (aps.sim.scaler)
+    price: tuple[float, float] = (0.0, 0.0)  # dollars per prompt and per output token
 
 
 def list_scenarios() -> list[str]:
@@ -107,7 +114,7 @@ def load_scenario(name_or_path: str | Path, seed: int = 0,
 def parse_scenario(text: str, source: str = "<scenario>", seed: int = 0,
                    requests: int | None = None, base_dir: Path | None = None) -> Scenario:
     spec = load_yaml(text, source)
-    spec.allow({"name", "description", "defaults", "tenants", "source", "autoscale"})
+    spec.allow({"name", "description", "defaults", "tenants", "source", "autoscale", "prices"})
     defaults = _defaults(spec)
     requests = requests if requests is not None else defaults.get("requests")
     if requests is not None and requests < 1:
@@ -128,7 +135,21 @@ def parse_scenario(text: str, source: str = "<scenario>", seed: int = 0,
     scale = spec.sub("autoscale")
     autoscale = None if scale is None else parse_autoscale(scale.data, scale.error)
     return Scenario(name, spec.get("description", "str", default=""), work, defaults,
-                    autoscale=autoscale)
+                    autoscale=autoscale, price=_price(spec.sub("prices")))
+
+
+def _price(prices: Spec | None) -> tuple[float, float]:
+    """`prices: {input_per_1m, output_per_1m}`: dollars per million tokens, for budgets."""
+    if prices is None:
+        return 0.0, 0.0
+    prices.allow({"input_per_1m", "output_per_1m"})
+    per_1m = []
+    for key in ("input_per_1m", "output_per_1m"):
+        value = prices.get(key, "number", default=0.0)
+        if not 0 <= value < float("inf"):
+            raise prices.error(key, f"must be a number >= 0, got {value}")
+        per_1m.append(value / 1e6)
+    return per_1m[0], per_1m[1]
 
 
 def _defaults(spec: Spec) -> dict[str, Any]:
@@ -147,9 +168,9 @@ def _tenant(spec: Spec) -> Tenant:
     spec.allow({"id", "share", "traffic", *TENANT_FIELDS})
     tenant_id = spec.get("id", "str", required=True)
     values = {k: spec.get(k, kind) for k, kind in TENANT_FIELDS.items() if spec.has(k)}
-    if values.get("over_limit", "reject") not in [o.value for o in OverLimit]:
-        raise spec.error("over_limit",
-                         f"expected reject, delay or demote, got {values['over_limit']!r}")
+    for key in ("over_limit", "over_budget"):
+        if values.get(key, "reject") not in [o.value for o in OverLimit]:
+            raise spec.error(key, f"expected reject, delay or demote, got {values[key]!r}")
     try:
         return Tenant(tenant_id, **values)
     except (ConfigError, ValueError) as exc:

@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aps.core import ConfigError, OverLimit, Tenant
+from aps.core.tenant import AMOUNT_RANGE, BID_RANGE, MAX_COUNT
 from aps.server.errors import ApiError
 from aps.store import StoreError
 from aps.store.export import parse_time, usage_csv
-from aps.core.tenant import AMOUNT_RANGE, BID_RANGE, MAX_COUNT
 from aps.store.sqlite import key_label
 
 MAX_USAGE_ROWS = 1_000_000  # the most `limit` may ask for; without `limit`, every row
@@ -53,7 +53,8 @@ def _amount(nullable: bool):
 
 class TenantFields(BaseModel):
     """A tenant's settings; omitted fields keep their defaults (PUT) or values (PATCH). A limit
-    (rates, bursts, max_concurrent) may be null: no limit; weight, bid and over_limit may not."""
+    (rates, bursts, max_concurrent, max_bid, max_queue_s, budget_usd) may be null: no limit;
+    weight, bid, over_limit, budget_period and over_budget may not."""
     model_config = ConfigDict(extra="forbid")
     weight: float = _amount(nullable=False)
     bid: int = Field(None, ge=BID_RANGE[0], le=BID_RANGE[1], strict=True,
@@ -64,8 +65,14 @@ class TenantFields(BaseModel):
     request_burst: float | None = _amount(nullable=True)
     max_concurrent: int | None = Field(None, ge=1, le=MAX_COUNT, strict=True)
     over_limit: OverLimit = Field(None, json_schema_extra=_no_default)
+    max_bid: int | None = Field(None, ge=BID_RANGE[0], le=BID_RANGE[1], strict=True)  # null: bid
+    max_queue_s: float | None = _amount(nullable=True)  # null: no deadline
+    budget_usd: float | None = Field(None, ge=0, le=AMOUNT_RANGE[1], allow_inf_nan=False)
+    budget_period: Literal["day", "week", "month", "total"] = Field(
+        None, json_schema_extra=_no_default)
+    over_budget: Literal["reject", "demote"] = Field(None, json_schema_extra=_no_default)
 
-    @field_validator("weight", "bid", "over_limit", mode="before")
+    @field_validator("weight", "bid", "over_limit", "budget_period", "over_budget", mode="before")
     @classmethod
     def _not_null(cls, value, info):
         if value is None:  # only when sent: an omitted field is not validated
@@ -78,7 +85,24 @@ def tenant_json(t: Tenant) -> dict:
     return {"id": t.tenant_id, "weight": t.weight, "bid": t.bid, "token_rate": t.token_rate,
             "token_burst": t.token_burst, "request_rate": t.request_rate,
             "request_burst": t.request_burst, "max_concurrent": t.max_concurrent,
-            "over_limit": t.over_limit.value}
+            "over_limit": t.over_limit.value, "max_bid": t.entitled_bid,
+            "max_queue_s": t.max_queue_s, "budget_usd": t.budget_usd,
+            "budget_period": t.budget_period, "over_budget": t.over_budget.value}
+
+
+class KeyFields(BaseModel):
+    """What a new key may do: it may expire, be limited to some models, cap bids below its
+    tenant's."""
+    model_config = ConfigDict(extra="forbid")
+    expires: str | None = Field(None, description="an age like 30d, an ISO date, or unix seconds")
+    models: list[str] | None = Field(None, min_length=1)
+    max_bid: int | None = Field(None, ge=BID_RANGE[0], le=BID_RANGE[1], strict=True)
+
+
+def key_json(k) -> dict:
+    return {"prefix": k.prefix, "tenant_id": k.tenant_id, "created_at": k.created_at,
+            "revoked_at": k.revoked_at, "expires_at": k.expires_at,
+            "models": None if k.models is None else list(k.models), "max_bid": k.max_bid}
 
 
 @router.get("/tenants")
@@ -89,10 +113,11 @@ async def list_tenants(http: HttpRequest):
 
 @router.get("/tenants/{tenant_id}")
 async def get_tenant(tenant_id: str, http: HttpRequest):
-    tenant = http.app.state.gateway.store.tenant(tenant_id)
+    gw = http.app.state.gateway
+    tenant = gw.store.tenant(tenant_id)
     if tenant is None:
         raise ApiError(404, f"no tenant {tenant_id!r}", "not_found")
-    return tenant_json(tenant)
+    return {**tenant_json(tenant), "budget": await gw.budgets.view(tenant_id)}
 
 
 @router.put("/tenants/{tenant_id}")
@@ -131,22 +156,27 @@ async def delete_tenant(tenant_id: str, http: HttpRequest):
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
-async def create_key(tenant_id: str, http: HttpRequest):
+async def create_key(tenant_id: str, http: HttpRequest, body: KeyFields | None = None):
     gw = http.app.state.gateway
+    body = body or KeyFields()
+    if gw.store.tenant(tenant_id) is None:
+        raise ApiError(404, f"no tenant {tenant_id!r}", "not_found")
     try:
-        key = gw.store.create_key(tenant_id)
+        expires_at = parse_time(body.expires, time.time(), ahead=True)
+        key = gw.store.create_key(tenant_id, expires_at=expires_at, models=body.models,
+                                  max_bid=body.max_bid)
     except StoreError as exc:
-        raise ApiError(404, str(exc), "not_found") from None
+        raise ApiError(400, str(exc), "invalid_request") from None
     gw.reload()  # here at once; other replicas within store.reload_s
     return {"tenant_id": tenant_id, "key": key, "prefix": key_label(key),
+            "expires_at": expires_at, "models": body.models, "max_bid": body.max_bid,
             "note": "store this key now: only its hash is kept"}
 
 
 @router.get("/keys")
 async def list_keys(http: HttpRequest, tenant: str | None = None):
     keys = http.app.state.gateway.store.keys(tenant)
-    return {"data": [{"prefix": k.prefix, "tenant_id": k.tenant_id, "created_at": k.created_at,
-                      "revoked_at": k.revoked_at} for k in keys]}
+    return {"data": [key_json(k) for k in keys]}
 
 
 @router.delete("/keys/{prefix}", status_code=204)
