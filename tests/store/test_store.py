@@ -120,8 +120,12 @@ def test_parse_time(text, expected):
 
 
 def test_parse_time_says_what_it_accepts():
-    with pytest.raises(StoreError, match="an age like 24h"):
+    with pytest.raises(StoreError, match="a span like 24h"):
         parse_time("yesterday", 0)
+
+
+def test_a_span_ahead_is_an_expiry():
+    assert parse_time("30d", now=10_000, ahead=True) == 10_000 + 30 * 86400
 
 
 def test_export_writes_a_trace_and_a_scenario_the_simulator_replays(tmp_path):
