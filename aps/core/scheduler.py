@@ -28,7 +28,7 @@ from aps.core.errors import InvalidRequest, NeverFits, UnknownRequest, UnknownTe
 from aps.core.kv import BlockManager, blocks_for
 from aps.core.limits import Bounds, TenantState, Verdict
 from aps.core.periods import period_bounds
-from aps.core.policies import Banded, Policy, make_policy
+from aps.core.policies import Banded, ByModel, Policy, make_policy
 from aps.core.request import Request, Status
 from aps.core.tenant import OverLimit, Tenant
 
@@ -51,8 +51,11 @@ class Scheduler:
             self.set_tenant(tenant)
         self.policy = (make_policy(policy, self.weights, **policy_params)
                        if isinstance(policy, str) else policy)
-        if any(_demotes(s.tenant) for s in self.tenants.values()):
+        upstream = self.batch.mode == "upstream"
+        if upstream or any(_demotes(s.tenant) for s in self.tenants.values()):
             self.policy = Banded(self.policy)
+        if upstream:  # one queue per model, for pools of servers (`UpstreamAdmission.set_pools`)
+            self.policy = ByModel(self.policy)
         b = self.batch
         self.kv = BlockManager(b.kv_capacity_tokens // b.block_size, b.block_size)
         self.running: list[Request] = []
@@ -78,7 +81,8 @@ class Scheduler:
         self.tenants[tenant.tenant_id] = state
         self.weights[tenant.tenant_id] = tenant.weight
         self.service_tokens.setdefault(tenant.tenant_id, 0)
-        if _demotes(tenant) and self.policy is not None and not isinstance(self.policy, Banded):
+        if _demotes(tenant) and self.policy is not None and \
+                not isinstance(self.policy, (Banded, ByModel)):  # ByModel's queues are banded
             self.policy = Banded(self.policy)  # queued requests stay where they are, in the main band
 
     # -- submit ----------------------------------------------------------------------------

@@ -58,6 +58,28 @@ class Replica:
         return 1 if state is BreakerState.HALF_OPEN else 0
 
 
+class BusyTime:
+    """Wall seconds during which something was in flight, however many pools count into it
+    (the gateway's view of upstream utilization: it cannot see the servers' GPUs)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock, self._in_flight, self._since, self._total = clock, 0, 0.0, 0.0
+
+    def start(self) -> None:
+        if not self._in_flight:
+            self._since = self.clock()
+        self._in_flight += 1
+
+    def stop(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._total += self.clock() - self._since
+
+    @property
+    def seconds(self) -> float:
+        return self._total + (self.clock() - self._since if self._in_flight else 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """How long to wait for a replica: to connect (a dead one is found this fast), for the next
@@ -76,7 +98,7 @@ class Timeouts:
 class UpstreamPool:
     def __init__(self, replicas: Sequence[Replica], routing: str = "least-outstanding-tokens",
                  health_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 timeouts: Timeouts | None = None):
+                 timeouts: Timeouts | None = None, busy: BusyTime | None = None):
         if not replicas:
             raise ValueError("an upstream pool needs at least one replica")
         urls = [r.url for r in replicas]
@@ -86,8 +108,7 @@ class UpstreamPool:
         self.router = Router(routing, self.replicas)
         self.model_name = self.replicas[0].model
         self.health_interval_s = health_interval_s
-        self._busy_since: float | None = None  # when the pool last went from idle to busy
-        self._busy_s = 0.0
+        self.busy = busy or BusyTime(clock)  # shared by the pools of one gateway
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up
         self.clock = clock  # monotonic seconds, for breakers and busy time
         self.timeouts = timeouts or Timeouts()
@@ -183,14 +204,16 @@ class UpstreamPool:
 
     @property
     def busy_s(self) -> float:
-        """Wall seconds during which some replica had a request in flight (the gateway's view
-        of upstream utilization: it cannot see the servers' GPUs)."""
-        open_s = 0.0 if self._busy_since is None else self.clock() - self._busy_since
-        return self._busy_s + open_s
+        """Wall seconds during which some replica had a request in flight."""
+        return self.busy.seconds
+
+    @property
+    def max_tokens(self) -> int:
+        """Prompt + max_tokens the whole pool can hold in flight."""
+        return sum(r.max_tokens_in_flight for r in self.replicas)
 
     def acquire(self, replica: Replica, num_tokens: int) -> None:
-        if self._busy_since is None:
-            self._busy_since = self.clock()
+        self.busy.start()
         replica.num_in_flight += 1
         replica.num_tokens_in_flight += num_tokens
         replica.breaker.on_send(self.clock())
@@ -198,9 +221,7 @@ class UpstreamPool:
     def release(self, replica: Replica, num_tokens: int) -> None:
         replica.num_in_flight -= 1
         replica.num_tokens_in_flight -= num_tokens
-        if self._busy_since is not None and not any(r.num_in_flight for r in self.replicas):
-            self._busy_s += self.clock() - self._busy_since
-            self._busy_since = None
+        self.busy.stop()
 
     def on_success(self, replica: Replica) -> None:
         replica.breaker.on_success()
@@ -228,3 +249,33 @@ class UpstreamPool:
         body = upstream_body(call, replica.model, max_tokens, bid if replica.priority else None)
         return stream_chunks(self.client, replica.url, call.chat, body, replica.api_key,
                              self.timeouts.for_stream(body["stream"]))
+
+
+class UpstreamPools:
+    """The pools of one gateway, one per served model: the Backend it builds in front of
+    upstream servers. Requests wait in one queue (one per model inside it, `ByModel`) and each
+    model's are admitted against its own pool's room."""
+
+    def __init__(self, pools: Sequence[UpstreamPool]):
+        if not pools:
+            raise ValueError("no upstream pools")
+        self.pools = {pool.model_name: pool for pool in pools}
+        if len(self.pools) != len(pools):
+            raise ValueError("two upstream pools serve the same model")
+        self.model_name = pools[0].model_name  # the default model
+        self.busy = pools[0].busy
+        for pool in pools[1:]:
+            pool.busy = self.busy  # one utilization for the gateway
+
+    @property
+    def busy_s(self) -> float:
+        return self.busy.seconds
+
+    def replicas(self) -> list[Replica]:
+        return [r for pool in self.pools.values() for r in pool.replicas]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(pool.start() for pool in self.pools.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))

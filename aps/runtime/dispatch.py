@@ -1,11 +1,12 @@
 """The driver for upstream servers: the gateway owns the queue, the servers run requests.
 
-    dispatcher = Dispatcher(scheduler, pool, retries=2)   # scheduler in upstream batch mode
-    await pool.start(); await dispatcher.start()
+    dispatcher = Dispatcher(scheduler, pools, retries=2)  # scheduler in upstream batch mode
+    await pools.start(); await dispatcher.start()
     verdict, stream = dispatcher.submit(request, call)    # as Runtime.submit, plus the body
 
-Each loop turn sets the scheduler's seats to what the healthy replicas can take, steps it, and
-starts one task per admitted request. The task streams from a replica the pool picks, pushes
+`pools` has one pool of replicas per served model (a request's `model` picks its pool). Each
+loop turn gives the scheduler each pool's room (the seats its healthy replicas can take, its
+in-flight tokens), steps it, and starts one task per admitted request. The task streams from a replica the pool picks, pushes
 text into the request's Stream, reports progress (so fair-share counters move as tokens come),
 and ends the request with the server's own usage. A failure before the first token puts the
 request back in the queue (its place kept) to run on another replica, up to `retries` times;
@@ -21,7 +22,7 @@ from typing import Callable
 from aps.core import NeverFits, Request, Scheduler, Status, Verdict
 from aps.core.batching import UpstreamAdmission
 from aps.engines.cache import CachedResponse, ResponseCache, cache_key
-from aps.engines.upstream import UpstreamPool
+from aps.engines.upstream import UpstreamPool, UpstreamPools
 from aps.engines.upstream_http import UpstreamCall, UpstreamError
 from aps.runtime.driver import Driver
 from aps.runtime.stream import Stream
@@ -43,7 +44,7 @@ class _Job:
 class Dispatcher(Driver):
     name = "dispatch"
 
-    def __init__(self, scheduler: Scheduler, pool: UpstreamPool, retries: int = 2,
+    def __init__(self, scheduler: Scheduler, pools: UpstreamPools, retries: int = 2,
                  cache: ResponseCache | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_end: Callable[[Request], None] | None = None):
@@ -52,11 +53,12 @@ class Dispatcher(Driver):
                              f"not {scheduler.batch.mode!r}")
         super().__init__(scheduler, clock, on_end)
         self.upstream: UpstreamAdmission = scheduler.admission
-        self.pool, self.retries, self.cache = pool, retries, cache
+        self.pools, self.retries, self.cache = pools, retries, cache
         self.num_retries = 0  # requests sent again after a failure before their first token
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task] = set()  # every request task still running
-        pool.on_change = self._wake.set
+        for pool in pools.pools.values():
+            pool.on_change = self._wake.set
 
     # -- requests --------------------------------------------------------------------------
 
@@ -65,14 +67,16 @@ class Dispatcher(Driver):
         `req.prompt_tokens`, which only tests use). A cached answer ends it at once."""
         self._check_accepting()
         call = call or UpstreamCall(False, {"prompt": "x" * 4 * req.prompt_tokens})
-        total, largest = req.prompt_tokens + req.max_tokens, self.pool.max_request_tokens
+        pool = self.pool_of(req)
+        req.model = pool.model_name  # its queue is its pool's
+        total, largest = req.prompt_tokens + req.max_tokens, pool.max_request_tokens
         if total > largest:
             raise NeverFits(f"request {req.request_id}: prompt {req.prompt_tokens} + max_tokens "
                             f"{req.max_tokens} = {total} tokens is more than any upstream "
                             f"replica takes ({largest})")
         key = None
         if self.cache is not None:
-            key = cache_key(req.tenant_id, self.pool.model_name, call.chat, call.body)
+            key = cache_key(req.tenant_id, pool.model_name, call.chat, call.body)
             hit = self.cache.get(key, self.now()) if key is not None else None
             if hit is not None:
                 return Verdict(True), self._answer_from_cache(req, hit)
@@ -100,6 +104,10 @@ class Dispatcher(Driver):
             self._on_end(req)
         stream.close()
 
+    def pool_of(self, req: Request) -> UpstreamPool:
+        """The pool serving the request's model (the default pool's, when it names none)."""
+        return self.pools.pools.get(req.model) or self.pools.pools[self.pools.model_name]
+
     def _forget(self, req: Request) -> None:
         """An ended request's task, if another hand ended it (a cancel, a crash), is cancelled:
         that closes its upstream stream, which makes the server abort the request."""
@@ -111,7 +119,8 @@ class Dispatcher(Driver):
 
     async def _loop(self) -> None:
         while True:
-            self.upstream.set_seats(self.pool.seats())
+            self.upstream.set_pools({model: (pool.seats(), pool.max_tokens)
+                                     for model, pool in self.pools.pools.items()})
             plan = self.sched.step(self.now())
             self._settle()  # a step may end requests: their deadline passed, their budget ran out
             for req, _ in plan.scheduled:
@@ -129,7 +138,7 @@ class Dispatcher(Driver):
     # -- one request -----------------------------------------------------------------------
 
     async def _serve(self, job: _Job) -> None:
-        req, pool = job.req, self.pool
+        req, pool = job.req, self.pool_of(job.req)
         rid, tokens = req.request_id, req.prompt_tokens + req.max_tokens
         stream = self._streams[rid]
         replica = pool.pick(tokens, job.call.prompt, job.tried)

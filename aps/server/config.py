@@ -232,8 +232,4 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     keys = [k for t in config.tenant_configs() for k in t.keys]
     if len(keys) != len(set(keys)):
         raise ConfigError(f"{path or 'configuration'}: an API key is given to two tenants")
-    models = {u.model for u in config.upstreams}
-    if len(models) > 1:  # a pool is replicas of one model; requests are not routed by model
-        raise ConfigError(f"{path or 'configuration'}: upstreams serve different models "
-                          f"({', '.join(sorted(models))}); run one gateway per model")
     return config

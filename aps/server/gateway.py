@@ -20,7 +20,7 @@ from fastapi import Request as HttpRequest
 from aps.core import ConfigError, InvalidRequest, Request, Scheduler, Status, Tenant, Verdict
 from aps.core.stats import RecentEnds
 from aps.engines import Backend, SimulatedEngine
-from aps.engines.upstream import UpstreamPool
+from aps.engines.upstream import UpstreamPool, UpstreamPools
 from aps.engines.upstream_http import UpstreamCall, UpstreamError
 from aps.perf import make_perf_model
 from aps.runtime import Dispatcher, Draining, Driver, Runtime, Stream
@@ -89,7 +89,8 @@ class Gateway:
 
     def _served_models(self) -> dict[str, str]:
         """Every name a client may ask for -> the served model it means."""
-        served = {self.backend.model_name: self.backend.model_name}
+        names = getattr(self.backend, "pools", {self.backend.model_name: None})
+        served = {name: name for name in names}
         for alias, target in self.config.aliases.items():
             if target not in served:
                 raise ConfigError(f"aliases: {alias!r} names {target!r}, which is not served "
@@ -100,12 +101,17 @@ class Gateway:
     def _build_backend(self) -> tuple[Backend, Driver]:
         config = self.config
         if config.upstreams:  # real servers behind the gateway: it owns the queue
-            pool = UpstreamPool(make_replicas(config.upstreams, config.breaker), config.routing,
-                                config.health_interval_s, timeouts=config.timeouts.make())
-            driver = Dispatcher(self.sched, pool, config.retries, config.cache.make(),
+            by_model: dict[str, list] = {}
+            for upstream in config.upstreams:  # one pool per served model, in config order
+                by_model.setdefault(upstream.model, []).append(upstream)
+            pools = UpstreamPools([
+                UpstreamPool(make_replicas(ups, config.breaker), config.routing,
+                             config.health_interval_s, timeouts=config.timeouts.make())
+                for ups in by_model.values()])
+            driver = Dispatcher(self.sched, pools, config.retries, config.cache.make(),
                                 on_end=self.on_end)
             self.metrics.registry.register(UpstreamGauges(driver))
-            return pool, driver
+            return pools, driver
         engine = SimulatedEngine(self.perf, config.speed)
         return engine, Runtime(self.sched, engine, on_end=self.on_end,
                                on_iteration=self.metrics.on_iteration)

@@ -130,14 +130,13 @@ class StoreGauges:
 
 
 class UpstreamGauges:
-    """Read from the pool and the cache when scraped."""
+    """Read from the pools and the cache when scraped."""
 
     def __init__(self, dispatcher: Dispatcher):
         self.d = dispatcher
 
     def collect(self):
-        pool, cache = self.d.pool, self.d.cache
-        now = pool.clock()
+        pools, cache = self.d.pools, self.d.cache
         series = {
             "requests": GaugeMetricFamily("aps:upstream_num_requests_running",
                                           "Requests in flight to the replica", labels=["upstream"]),
@@ -152,12 +151,14 @@ class UpstreamGauges:
                                           "(connection, 5xx, 429, broken stream)",
                                           labels=["upstream"]),
         }
-        for r in pool.replicas:
-            series["requests"].add_metric([r.url], r.num_in_flight)
-            series["tokens"].add_metric([r.url], r.num_tokens_in_flight)
-            series["healthy"].add_metric([r.url], 1 if r.healthy else 0)
-            series["breaker"].add_metric([r.url], r.breaker.state(now).gauge)
-            series["errors"].add_metric([r.url], r.num_errors)
+        for pool in pools.pools.values():
+            now = pool.clock()
+            for r in pool.replicas:
+                series["requests"].add_metric([r.url], r.num_in_flight)
+                series["tokens"].add_metric([r.url], r.num_tokens_in_flight)
+                series["healthy"].add_metric([r.url], 1 if r.healthy else 0)
+                series["breaker"].add_metric([r.url], r.breaker.state(now).gauge)
+                series["errors"].add_metric([r.url], r.num_errors)
         yield from series.values()
         yield CounterMetricFamily("aps:upstream_retries", "Requests sent again to another "
                                   "replica after a failure before their first token",

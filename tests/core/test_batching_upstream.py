@@ -146,3 +146,22 @@ def test_every_request_ends_once_and_frees_its_reservation():
     for rid in ("r2", "r4"):
         s.finish(rid, 0.4)
     assert not s.requests and s.kv.num_used_blocks == 0 and s.num_running == 0
+
+
+def test_each_model_is_admitted_against_its_own_pool_under_one_fair_share():
+    s = Scheduler([Tenant("a"), Tenant("b")], "vtc",
+                  BatchConfig(mode="upstream", max_num_seqs=4, kv_capacity_tokens=20_000,
+                              block_size=1))
+    s.admission.set_pools({"big": (1, 10_000), "small": (2, 10_000)})
+    for rid, tenant, model in (("a1", "a", "big"), ("a2", "a", "big"), ("b1", "b", "small")):
+        s.submit(Request(rid, tenant, 100, 100, 0.0, model=model), 0.0)
+    plan = s.step(0.0)  # big's one seat is taken: a2 waits, and does not hold back small's b1
+    assert sorted(r.request_id for r, _ in plan.scheduled) == ["a1", "b1"]
+    assert s.num_waiting == 1
+    s.admission.progress("a1", 100, 50, now=0.1)  # a is served on big...
+    for rid, tenant in (("a3", "a"), ("b2", "b")):
+        s.submit(Request(rid, tenant, 100, 100, 0.2, model="small"), 0.2)
+    plan = s.step(0.2)  # ...so on small, with one seat left, b goes first
+    assert [r.request_id for r, _ in plan.scheduled] == ["b2"]
+    with pytest.raises(InvalidRequest):
+        s.admission.set_pools({"big": (-1, 10)})

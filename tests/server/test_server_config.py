@@ -46,10 +46,15 @@ def test_keyless_demo_tenants_stay_on_loopback(tmp_path):
     assert "--force" not in str(refused.value)  # the way out is keys, not opening it up
 
 
-def test_upstreams_must_serve_one_model():
-    with pytest.raises(ConfigError, match="upstreams serve different models \\(a, b\\)"):
-        load_config(env={}, upstreams=[{"url": "http://127.0.0.1:1", "model": "a"},
-                                       {"url": "http://127.0.0.1:2", "model": "b"}])
+def test_upstreams_may_serve_several_models_and_aliases_must_name_one(tmp_path):
+    from aps.server.app import create_app
+    ups = [{"url": "http://127.0.0.1:1", "model": "a"}, {"url": "http://127.0.0.1:2", "model": "b"}]
+    env = {"APS_DB": str(tmp_path / "a.db")}
+    assert [u.model for u in load_config(env=env, upstreams=ups).upstreams] == ["a", "b"]
+    gateway = create_app(load_config(env=env, upstreams=ups, aliases={"x": "b"})).state.gateway
+    assert gateway.models == {"a": "a", "b": "b", "x": "b"}
+    with pytest.raises(ConfigError, match="aliases: 'x' names 'c', which is not served here"):
+        create_app(load_config(env=env, upstreams=ups, aliases={"x": "c"}))
 
 
 def test_a_request_that_ended_unfinished_maps_to_the_right_http_error():

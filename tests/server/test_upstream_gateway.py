@@ -240,3 +240,43 @@ def test_utilization_is_the_wall_time_upstream_requests_were_in_flight(tmp_path)
     finally:
         gw.stop()
         ups[0].stop()
+
+
+def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_path):
+    big = LocalServer(UPSTREAM.format(speed=10), log_path=tmp_path / "big.log")
+    small = LocalServer(UPSTREAM.format(speed=200) + "model: llama-2-7b\n",
+                        log_path=tmp_path / "small.log")
+    config = GATEWAY.format(
+        upstreams=f"  - {{url: {big.url}/v1, model: sim-llama-3-8b, api_key: sk-upstream, "
+                  f"max_in_flight: 1}}\n"
+                  f"  - {{url: {small.url}/v1, model: sim-llama-2-7b, api_key: sk-upstream, "
+                  f"max_in_flight: 4}}", routing="round-robin", health=0.3)
+    gw = LocalServer(config + "aliases: {fast: sim-llama-2-7b}\n", log_path=tmp_path / "gw.log")
+    try:
+        c = client(gw)
+        assert {m.id for m in c.models.list().data} == {"sim-llama-3-8b", "sim-llama-2-7b", "fast"}
+
+        async def main():
+            ac = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-acme", max_retries=0,
+                                    timeout=30)
+            first = asyncio.create_task(ac.completions.create(  # holds big's only seat
+                model="sim-llama-3-8b", prompt="a", max_tokens=600))
+            await asyncio.sleep(0.3)
+            second = asyncio.create_task(ac.completions.create(  # waits for that seat
+                model="sim-llama-3-8b", prompt="b", max_tokens=2))
+            await asyncio.sleep(0.1)
+            t0 = time.monotonic()
+            quick = await ac.completions.create(model="fast", prompt="c", max_tokens=3)
+            waited = time.monotonic() - t0
+            return quick, waited, first.done(), await first, await second
+        quick, waited, first_done, first, second = asyncio.run(main())
+        assert quick.model == "fast" and quick.usage.completion_tokens == 3
+        assert waited < 1.0 and not first_done  # served beside big's queue, not behind it
+        assert first.usage.completion_tokens == 600 and second.usage.completion_tokens == 2
+        assert metric(small, "aps:request_ended_total", tenant="gw") == 1
+        assert metric(big, "aps:request_ended_total", tenant="gw") == 2
+        with pytest.raises(openai.NotFoundError):
+            c.completions.create(model="sim-mistral-7b", prompt="p", max_tokens=1)
+    finally:
+        for s in (gw, big, small):
+            s.stop()

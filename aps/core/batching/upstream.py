@@ -9,6 +9,8 @@ puts them back with `requeue` (a retry elsewhere).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aps.core.batch import StepPlan, StopReason
 from aps.core.batching.base import Admission
 from aps.core.errors import InvalidRequest
@@ -17,39 +19,72 @@ from aps.core.request import Request, Status
 RUNNING = Status.RUNNING
 
 
+@dataclass(slots=True)
+class PoolRoom:
+    """What one model's pool of servers can take: seats (requests) and in-flight tokens."""
+
+    seats: int
+    tokens: int
+
+
 class UpstreamAdmission(Admission):
+    """With `set_pools`, each model's requests are admitted against its own pool's room, from
+    its own queue (`ByModel`); otherwise against the scheduler's seats and token capacity."""
+
+    def __init__(self, sched):
+        super().__init__(sched)
+        self.pools: dict[str, PoolRoom] = {}
+
     def schedule(self, plan: StepPlan, now: float) -> StopReason:
         """The last `reserved_seats` seats go only to tenants with nothing running: the best
         ranked of their waiting requests (under fair share, even when a running tenant's
         request ranks first, as after a counter tie; under other policies, only the head).
         """
         s = self.sched
-        policy, kv, b = s.policy, s.kv, s.batch
-        open_seats = max(1, b.max_num_seqs - b.reserved_seats)
+        if not self.pools:
+            return self._admit(plan, now, s.policy, s.batch.max_num_seqs, None, s.running)
+        reasons = [self._admit(plan, now, s.policy.part(model), room.seats, room.tokens,
+                               [r for r in s.running if r.model == model])
+                   for model, room in self.pools.items()]
+        blocked = [r for r in reasons if r is not StopReason.NO_WAITING]
+        return blocked[0] if blocked else StopReason.NO_WAITING
+
+    def _admit(self, plan: StepPlan, now: float, queue, seats: int, tokens: int | None,
+               running: list[Request]) -> StopReason:
+        """Admit from `queue` while `seats` and `tokens` in flight allow (None: the
+        scheduler's token capacity), `running` holding what is there already."""
+        s = self.sched
+        kv, b = s.kv, s.batch
+        open_seats = max(1, seats - b.reserved_seats)
+        in_flight = sum(r.prompt_tokens + r.max_tokens for r in running)
+        running = list(running)
         while True:
-            head = policy.peek()
+            head = queue.peek()
             if head is None:
                 return StopReason.NO_WAITING
-            if len(s.running) >= b.max_num_seqs:
+            if len(running) >= seats:
                 return StopReason.MAX_SEQS
-            if len(s.running) >= open_seats:
-                head = self._newcomer()
+            if len(running) >= open_seats:
+                head = self._newcomer(queue, running)
                 if head is None:
                     return StopReason.MAX_SEQS  # the reserved seats wait for a tenant with none
             total = head.prompt_tokens + head.max_tokens
-            if not kv.can_allocate(head.request_id, total):
+            if not kv.can_allocate(head.request_id, total) or \
+                    (tokens is not None and in_flight + total > tokens):
                 return StopReason.IN_FLIGHT_TOKENS
-            policy.remove(head)
+            s.policy.remove(head)  # the whole queue's: it counts what waits
             s.start(head, now)
             kv.allocate(head.request_id, total)
             plan.scheduled.append((head, head.prompt_tokens))
+            running.append(head)
+            in_flight += total
 
-    def _newcomer(self) -> Request | None:
+    @staticmethod
+    def _newcomer(queue, running: list[Request]) -> Request | None:
         """The best-ranked waiting request whose tenant has nothing running."""
-        s = self.sched
-        busy = {r.tenant_id for r in s.running}
-        idle = [r for r in s.policy.heads() if r.tenant_id not in busy]
-        return min(idle, key=s.policy.rank, default=None)
+        busy = {r.tenant_id for r in running}
+        idle = [r for r in queue.heads() if r.tenant_id not in busy]
+        return min(idle, key=queue.rank, default=None)
 
     # -- what the driver reports -----------------------------------------------------------
 
@@ -59,6 +94,15 @@ class UpstreamAdmission(Admission):
         if max_num_seqs < 0:
             raise InvalidRequest(f"max_num_seqs must be >= 0, got {max_num_seqs}")
         self.sched.batch.max_num_seqs = max_num_seqs
+
+    def set_pools(self, rooms: dict[str, tuple[int, int]]) -> None:
+        """Each model's pool: the seats its servers can take now (following their health) and
+        its in-flight token capacity."""
+        for model, (seats, tokens) in rooms.items():
+            if seats < 0 or tokens < 1:
+                raise InvalidRequest(f"pool {model!r}: seats >= 0 and tokens >= 1, got "
+                                     f"{seats} and {tokens}")
+        self.pools = {model: PoolRoom(seats, tokens) for model, (seats, tokens) in rooms.items()}
 
     def progress(self, request_id: str, prompt_tokens: int, output_tokens: int,
                  now: float) -> Request:

@@ -13,6 +13,7 @@ from typing import Mapping
 from aps.core.errors import ConfigError
 from aps.core.policies.banded import Banded
 from aps.core.policies.base import KeyedHeap, Policy, add_service
+from aps.core.policies.bymodel import ByModel
 from aps.core.policies.fair import ClassThenVtc, VirtualTokenCounter
 from aps.core.policies.priority import AdaptivePriority, Fifo, StaticPriority
 
@@ -42,5 +43,5 @@ def make_policy(name: str, weights: Mapping[str, float] | None = None, **params)
     raise ConfigError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
 
 
-__all__ = ["AdaptivePriority", "Banded", "ClassThenVtc", "Fifo", "KeyedHeap", "POLICIES", "Policy",
+__all__ = ["AdaptivePriority", "Banded", "ByModel", "ClassThenVtc", "Fifo", "KeyedHeap", "POLICIES", "Policy",
            "StaticPriority", "VirtualTokenCounter", "add_service", "make_policy"]

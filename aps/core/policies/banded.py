@@ -42,8 +42,15 @@ class Banded:
     def charged(self) -> dict[str, float]:
         return getattr(self.main, "charged", {})
 
+    @property
+    def counters(self) -> dict[str, float]:
+        return getattr(self.main, "counters", {})
+
     def rank(self, req: Request) -> tuple:
         return (1, *self.spare.rank(req)) if req.demoted else (0, *self.main.rank(req))
+
+    def sibling(self) -> "Banded":
+        return Banded(self.main.sibling())
 
     def heads(self) -> list[Request]:
         return self.main.heads() if len(self.main) else self.spare.heads()

@@ -27,6 +27,7 @@ class Policy(Protocol):
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None: ...
     def rank(self, req: Request) -> tuple: ...
     def heads(self) -> list[Request]: ...
+    def sibling(self) -> "Policy": ...
 
 
 class KeyedHeap:
@@ -92,6 +93,10 @@ class KeyedHeap:
         """Every request that could be popped next as service is recorded: keys are fixed."""
         head = self.peek()
         return [] if head is None else [head]
+
+    def sibling(self) -> "KeyedHeap":
+        """An empty queue that orders as this one does (this one keeps no shared state)."""
+        return type(self)()
 
 
 class Partitioned:

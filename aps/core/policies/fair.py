@@ -22,14 +22,16 @@ class VirtualTokenCounter(Partitioned):
     name = "vtc"
 
     def __init__(self, weights: Mapping[str, float] | None = None, w_in: float = 1.0,
-                 w_out: float = 2.0, counters: dict[str, float] | None = None):
+                 w_out: float = 2.0, counters: dict[str, float] | None = None,
+                 charged: dict[str, float] | None = None):
         if w_in < 0 or w_out < 0 or w_in + w_out == 0:
             raise ConfigError(f"vtc: token weights must be >= 0 and not both 0: {w_in}, {w_out}")
         super().__init__()
         self._weights = weights if weights is not None else {}
         self.w_in, self.w_out = w_in, w_out
         self.counters: dict[str, float] = {} if counters is None else counters
-        self.charged: dict[str, float] = {}  # weighted service given here (no lifts): shared
+        # weighted service given here (no lifts), what cluster mode shares
+        self.charged: dict[str, float] = {} if charged is None else charged
         self._queues: dict[str, Fifo] = self._parts  # per tenant, by arrival
         self._tenants: list[tuple[float, int, str]] = []  # lazy heap of backlogged tenants
         self._in_heap: set[str] = set()
@@ -110,6 +112,11 @@ class VirtualTokenCounter(Partitioned):
         if cost > 0:
             self.counters[tenant] = self.counters.get(tenant, 0.0) + cost
 
+    def sibling(self) -> "VirtualTokenCounter":
+        """An empty queue sharing this one's counters: service in either counts in both."""
+        return VirtualTokenCounter(self._weights, self.w_in, self.w_out, self.counters,
+                                   self.charged)
+
     def rank(self, req: Request) -> tuple:
         """The order `pop` serves in: counter, then the fixed tenant order, then arrival."""
         tenant = req.tenant_id
@@ -130,13 +137,19 @@ class ClassThenVtc(Partitioned):
     name = "class+vtc"
 
     def __init__(self, weights: Mapping[str, float] | None = None, w_in: float = 1.0,
-                 w_out: float = 2.0):
+                 w_out: float = 2.0, counters: dict[str, float] | None = None,
+                 charged: dict[str, float] | None = None):
         super().__init__()
-        self.counters: dict[str, float] = {}
-        self._make = lambda: VirtualTokenCounter(weights, w_in, w_out, self.counters)
+        self.counters: dict[str, float] = {} if counters is None else counters
+        self._args = (weights, w_in, w_out)
         self._classes: dict[int, VirtualTokenCounter] = self._parts
         self._by_bid: list[VirtualTokenCounter] = []  # highest bid first
-        self._any = self._make()  # does the counting for note_progress
+        # does the counting for note_progress; the classes share its counters and charges
+        self._any = VirtualTokenCounter(weights, w_in, w_out, self.counters, charged)
+        self._make = self._any.sibling
+
+    def sibling(self) -> "ClassThenVtc":
+        return ClassThenVtc(*self._args, self.counters, self._any.charged)
 
     def _highest(self) -> VirtualTokenCounter | None:
         for cls in self._by_bid:

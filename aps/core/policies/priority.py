@@ -53,5 +53,8 @@ class AdaptivePriority(KeyedHeap):
     def _entry(self, req: Request, seq: int) -> tuple:
         return (self.alpha * req.arrival - req.bid - self._bonus(req), req.arrival, seq, req)
 
+    def sibling(self) -> "AdaptivePriority":
+        return AdaptivePriority(self.alpha, self.weight_bonus, self._weights)
+
     def effective_priority(self, req: Request, now: float) -> float:
         return req.bid + self._bonus(req) + self.alpha * (now - req.arrival)
