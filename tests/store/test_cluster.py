@@ -2,6 +2,7 @@
 two real gateway processes whose limits hold together, through a Redis restart."""
 import asyncio
 import re
+import sqlite3
 import time
 
 import httpx
@@ -226,3 +227,41 @@ tenants:
     print(f"\nrequests served in 6 s: {done}")
     assert done["light@b"] >= 0.8 * (done["light@b"] + done["heavy@b"]), done
     assert 0.75 * heavy <= done["light@b"] <= 1.25 * heavy, done
+
+
+BUDGET_CONFIG = """
+speed: 500
+prices: {input_per_1m: 1000, output_per_1m: 1000}   # a dollar per thousand tokens
+store: {reload_s: 0.2, redis_url: REDIS}
+tenants:
+  - {id: thrifty, keys: [sk-thrifty-key], budget_usd: 0.5, budget_period: day}
+"""
+
+
+def test_two_replicas_share_one_budget(tmp_path, redis_server):
+    """Each replica alone would let the tenant spend $0.50; together they let it spend $0.50,
+    not twice that, refusing on both once it is spent."""
+    db = tmp_path / "shared.db"
+    config = BUDGET_CONFIG.replace("REDIS", redis_server.url)
+    servers = [LocalServer(config, log_path=tmp_path / f"gw{i}.log", db_path=db) for i in range(2)]
+    try:
+        codes = []
+        for i in range(40):  # up to $0.07 each (20 prompt + 50 output tokens)
+            s = servers[i % 2]
+            r = httpx.post(s.url + "/v1/completions",
+                           headers={"Authorization": "Bearer sk-thrifty-key"},
+                           json={"prompt": "x" * 80, "max_tokens": 50}, timeout=30)
+            codes.append(r.json()["error"]["code"] if r.status_code != 200 else "ok")
+        assert "ok" in codes and codes[-2:] == ["budget_exceeded"] * 2
+        time.sleep(0.5)  # settled costs reach Redis
+        spent = [httpx.get(s.url + "/tenants/thrifty/status",
+                           headers={"Authorization": "Bearer sk-thrifty-key"}
+                           ).json()["budget"]["spent_usd"] for s in servers]
+        assert spent[0] == pytest.approx(spent[1])  # one spend, seen alike by both
+    finally:
+        for s in servers:
+            s.stop()
+    with sqlite3.connect(db) as ledger:
+        billed = ledger.execute("SELECT SUM(cost) FROM usage").fetchone()[0]
+    assert 0.4 < billed <= 0.5 + 1e-9
+    assert billed == pytest.approx(spent[0], abs=1e-6)
