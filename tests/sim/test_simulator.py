@@ -131,3 +131,40 @@ def test_csv_has_one_row_per_request(tmp_path):
     sim.rec.write_csv(str(path))
     lines = path.read_text().splitlines()
     assert len(lines) == 51 and lines[0].startswith("request,tenant,arrival_s")
+
+
+CONTRACT = """
+name: contract
+prices: {input_per_1m: 1000, output_per_1m: 1000}
+defaults: {duration_s: 60}
+tenants:
+  - id: flood
+    traffic:
+      arrival: {process: poisson, rate: 20}
+      prompt: 400
+      output: 400
+  - id: patient
+    max_queue_s: 2
+    traffic: {arrival: {process: poisson, rate: 2}, prompt: 200, output: 100}
+  - id: thrifty
+    budget_usd: 3
+    budget_period: total
+    traffic: {arrival: {process: poisson, rate: 2}, prompt: 200, output: 100}
+"""
+
+
+def test_the_simulator_honours_deadlines_and_budgets():
+    """What-if questions about the contract: a deadline expires waiting requests, a budget
+    refuses what it cannot pay for, and the summary counts both per tenant."""
+    from aps.workload.scenarios import parse_scenario
+    sc = parse_scenario(CONTRACT, "contract.yaml")
+    perf = make_perf_model("llama-3-8b", "a10g")
+    cfg = SimConfig(policy="fifo", batch=BatchConfig(kv_capacity_tokens=int(perf.kv_capacity_tokens)),
+                    price=sc.price)
+    out = simulate(sc.workload, perf, cfg)
+    per = out["per_tenant"]
+    assert per["patient"]["expired"] > 0 and per["flood"]["expired"] == 0
+    assert per["thrifty"]["rejected"] > 0  # $3 buys 10 requests of $0.30 at most
+    assert per["thrifty"]["finished"] <= 10
+    assert out["expired"] == per["patient"]["expired"]
+    assert out["finished"] + out["rejected"] + out["expired"] == out["requests"]
