@@ -30,21 +30,49 @@ def test_priority_orders_by_bid_then_arrival():
     assert drain(p) == ["hi1", "hi2", "mid", "low"]
 
 
+@pytest.mark.parametrize("name", ["aging", "aps"])
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 2.0])
-def test_aps_bid1_overtakes_fresh_bid10_after_9_over_alpha(alpha):
+def test_a_bid1_request_overtakes_fresh_bid10_ones_after_9_over_alpha(name, alpha):
     bound = 9 / alpha
-    before = make_policy("aps", alpha=alpha)
+    before = make_policy(name, alpha=alpha)
     before.push(req("old-low", bid=1, arrival=0.0))
     before.push(req("new-high", bid=10, arrival=bound * 0.99))
     assert drain(before) == ["new-high", "old-low"]
-    after = make_policy("aps", alpha=alpha)
+    after = make_policy(name, alpha=alpha)
     after.push(req("old-low", bid=1, arrival=0.0))
     after.push(req("new-high", bid=10, arrival=bound * 1.01))
     assert drain(after) == ["old-low", "new-high"]
 
 
-def test_aps_effective_priority_matches_key_order():
-    p = make_policy("aps", alpha=0.2)
+def test_aps_shares_fairly_within_a_bid_where_aging_serves_arrival_order():
+    """A tenant that floods at a bid cannot starve a light one at the same bid under `aps`:
+    inside a bid the least-served tenant goes first; pure aging serves the flood first."""
+    for name, expected in (("aging", ["f0", "f1", "f2", "light"]),
+                           ("aps", ["f0", "light", "f1", "f2"])):
+        p = make_policy(name, alpha=0.1)
+        for i in range(3):
+            p.push(req(f"f{i}", tenant="flood", bid=5, arrival=i * 0.01))
+        p.push(req("light", tenant="light", bid=5, arrival=0.1))
+        order = []
+        while len(p):
+            r = p.pop()
+            p.note_progress(r, 100, 100)  # each request served as it leaves
+            order.append(r.request_id)
+        assert order == expected, name
+
+
+def test_aps_groups_are_ordered_by_their_oldest_request_and_rank_follows_pops():
+    p = make_policy("aps", alpha=1.0)
+    p.push(req("low-old", bid=1, arrival=0.0))
+    p.push(req("low-new", bid=1, arrival=50.0))
+    p.push(req("high", bid=10, arrival=8.0))  # 10 - 8 = 2 > 1 - 0 = 1: the high group first
+    assert p.peek().request_id == "high"
+    assert [r.request_id for r in sorted([p.peek(), *p.heads()], key=p.rank)][0] == "high"
+    assert drain(p) == ["high", "low-old", "low-new"]
+
+
+def test_aging_effective_priority_matches_key_order():
+    p = make_policy("aging", alpha=0.2)
     reqs = [req(f"r{i}", bid=1 + i % 10, arrival=i * 3.7 % 11) for i in range(40)]
     for r in reqs:
         p.push(r)
@@ -55,16 +83,16 @@ def test_aps_effective_priority_matches_key_order():
     assert values == sorted(values, reverse=True)
 
 
-def test_aps_tie_is_broken_by_push_order():
-    p = make_policy("aps", alpha=1.0)
+def test_aging_tie_is_broken_by_push_order():
+    p = make_policy("aging", alpha=1.0)
     p.push(req("first", bid=1, arrival=0.0))
     p.push(req("second", bid=10, arrival=9.0))  # same key: 1 - 0 == 10 - 9
     assert drain(p) == ["first", "second"]
 
 
-def test_aps_weight_bonus_favours_heavier_tenant():
+def test_aging_weight_bonus_favours_heavier_tenant():
     weights = {"gold": 3.0, "free": 1.0}
-    p = make_policy("aps", weights, alpha=0.1, weight_bonus=1.0)
+    p = make_policy("aging", weights, alpha=0.1, weight_bonus=1.0)
     p.push(req("f", tenant="free", bid=6, arrival=0.0))
     p.push(req("g", tenant="gold", bid=5, arrival=0.0))
     assert drain(p) == ["g", "f"]
@@ -148,7 +176,7 @@ def test_class_vtc_strict_classes_then_fair_share():
 
 
 def test_unknown_policy_and_bad_params_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown policy 'lottery'; known: fifo"):
+    with pytest.raises(ConfigError, match="unknown policy 'lottery'; known: aps, fifo"):
         make_policy("lottery")
     with pytest.raises(ConfigError, match="alpha"):
         make_policy("aps", alpha=-1)

@@ -1,6 +1,7 @@
 """Shipped scenarios give the summaries they gave before: figures pinned from `aps simulate`.
 
-A change to the layout or to how the simulator is driven must not move these. A change that
+A change to the layout or to how the simulator is driven must not move these. (`aging` is
+the policy that was called `aps` when they were pinned: the seeds' pure aging.) A change that
 means to move them (a policy's rule, the performance model) updates them in the same commit and
 says why.
 """
@@ -24,13 +25,13 @@ PINNED = [
       "jain_fairness": 0.9838600981542928, "ttft_s.p50": 147.00813846695402,
       "ttft_s.p99": 358.77179263555405, "tpot_s.p50": 0.10216636279868119,
       "mean_batch_size": 48.45552219939959, "per_tenant.noisy.ttft_s.p99": 364.899421027887}),
-    ("seed-tenants --policy aps --gpu seed-a100 --batch micro",
+    ("seed-tenants --policy aging --gpu seed-a100 --batch micro",
      {"finished": 539, "rejected": 31, "iterations": 6744, "preemptions": 0,
       "simulated_s": 307.9735900588739, "throughput_tokens_per_s": 480.29118331777534,
       "jain_fairness": 0.40257505000769406, "ttft_s.p50": 135.97886872284795,
       "ttft_s.p99": 244.3445721062555, "tpot_s.p50": 0.04244475985935571,
       "mean_batch_size": 11.87826215895611, "per_tenant.tenant_a.ttft_s.p99": 20.21913979308986}),
-    ("vtc-lmsys --policy aps --step",
+    ("vtc-lmsys --policy aging --step",
      {"finished": 1500, "rejected": 0, "iterations": 12230, "preemptions": 1227,
       "simulated_s": 665.7412402903466, "throughput_tokens_per_s": 884.2699901590222,
       "jain_fairness": 0.9022967517180915, "ttft_s.p50": 3.80203603748555,

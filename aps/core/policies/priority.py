@@ -1,4 +1,4 @@
-"""Policies that order by a fixed key: arrival (fifo), bid (priority), bid plus aging (aps)."""
+"""Policies that order by a fixed key: arrival (fifo), bid (priority), bid plus aging (aging)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -27,14 +27,15 @@ class StaticPriority(KeyedHeap):
 
 
 class AdaptivePriority(KeyedHeap):
-    """APS: effective priority `bid + weight_bonus + alpha * (now - arrival)`.
+    """The seeds' adaptive priority: effective priority `bid + weight_bonus + alpha * (now -
+    arrival)`, in arrival order within a bid.
 
     The aging term grows equally for every waiting request, so ordering by it at any instant
     equals ordering by the time-invariant `bid + bonus - alpha * arrival`. A bid-1 request
     therefore overtakes a bid-10 one that arrived more than `9 / alpha` seconds later.
     """
 
-    name = "aps"
+    name = "aging"
 
     def __init__(self, alpha: float = 0.1, weight_bonus: float = 0.0,
                  weights: Mapping[str, float] | None = None):

@@ -1,0 +1,93 @@
+"""`aps`, the default policy: entitled bids kept apart by linear aging, weighted fair share
+within a bid.
+
+Requests are grouped by bid (after the tenant's `max_bid` and the key's cap lowered it). The
+group served next is the one whose oldest waiting request has the highest aged priority,
+`bid + alpha * (now - arrival)`; as the aging term grows alike for every request, that is the
+group with the largest `bid - alpha * oldest arrival`, an order that changes only when requests
+come and go, never with the clock. Inside the group the backlogged tenant with the least
+weighted service goes first (VTC), so a tenant flooding at a bid cannot starve a light one at
+the same bid. The bound this gives, and its proof, are in docs/SCHEDULING.md.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Mapping
+
+from aps.core.errors import ConfigError
+from aps.core.policies.fair import ClassThenVtc
+from aps.core.request import Request
+
+
+class AgedFairShare(ClassThenVtc):
+    name = "aps"
+
+    def __init__(self, weights: Mapping[str, float] | None = None, alpha: float = 0.1,
+                 w_in: float = 1.0, w_out: float = 2.0, counters: dict[str, float] | None = None,
+                 charged: dict[str, float] | None = None):
+        if not alpha >= 0:
+            raise ConfigError(f"aps: alpha must be >= 0, got {alpha}")
+        super().__init__(weights, w_in, w_out, counters, charged)
+        self.alpha = alpha
+        # per bid: the arrivals waiting there, oldest first (lazily: a request that left is
+        # dropped when it reaches the top)
+        self._arrivals: dict[int, list[tuple[float, int, Request]]] = {}
+        self._waiting: set[int] = set()  # id() of every request waiting here
+        # per bid: the arrival of the request last admitted there, the group's place in `rank`
+        # while nothing waits at that bid
+        self._last_admitted: dict[int, float] = {}
+        self._seq = itertools.count()
+
+    def sibling(self) -> "AgedFairShare":
+        weights, w_in, w_out = self._args
+        return AgedFairShare(weights, self.alpha, w_in, w_out, self.counters, self._any.charged)
+
+    def push(self, req: Request) -> None:
+        super().push(req)
+        heapq.heappush(self._arrivals.setdefault(req.bid, []), (req.arrival, next(self._seq), req))
+        self._waiting.add(id(req))
+
+    def pop(self) -> Request:
+        req = super().pop()
+        self._waiting.discard(id(req))
+        self._last_admitted[req.bid] = req.arrival
+        return req
+
+    def remove(self, req: Request) -> bool:
+        if not super().remove(req):
+            return False
+        self._waiting.discard(id(req))
+        return True
+
+    def oldest(self, bid: int) -> float | None:
+        """The arrival of the oldest request waiting at `bid`."""
+        heap = self._arrivals.get(bid)
+        while heap and id(heap[0][2]) not in self._waiting:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _highest(self):
+        """The bid group whose oldest request has the highest aged priority (ties: the
+        higher bid)."""
+        best, best_key = None, None
+        for bid, group in self._classes.items():
+            if group:
+                key = (bid - self.alpha * self.oldest(bid), bid)
+                if best_key is None or key > best_key:
+                    best, best_key = group, key
+        return best
+
+    def rank(self, req: Request) -> tuple:
+        """Its group's place, then its place inside the group. Every request at a bid shares
+        the group's place (the group's oldest waiting arrival, else the last admitted one's),
+        so between equal bids the fair share alone decides, as it does for `vtc`."""
+        since = self.oldest(req.bid)
+        if since is None:
+            since = self._last_admitted.get(req.bid, req.arrival)
+        group = self._classes.get(req.bid)
+        inside = group.rank(req) if group is not None else (self.counters.get(req.tenant_id, 0.0),)
+        return (self.alpha * since - req.bid, -req.bid, *inside)
+
+    def effective_priority(self, req: Request, now: float) -> float:
+        return req.bid + self.alpha * (now - req.arrival)
