@@ -71,6 +71,43 @@ def test_aps_groups_are_ordered_by_their_oldest_request_and_rank_follows_pops():
     assert drain(p) == ["high", "low-old", "low-new"]
 
 
+def _victim(policy, running):
+    return max(running, key=policy.preempt_key).request_id
+
+
+def test_fifo_and_priority_preempt_the_newest_of_the_lowest_priority_as_vllm_does():
+    a, b, c = req("a", bid=5, arrival=0.0), req("b", bid=5, arrival=1.0), req("c", bid=1, arrival=0.5)
+    for r in (a, b, c):
+        r.num_computed_tokens = 100
+    assert _victim(make_policy("fifo"), [a, b, c]) == "b"
+    assert _victim(make_policy("priority"), [a, b, c]) == "c"
+
+
+@pytest.mark.parametrize("name", ["vtc", "class+vtc", "aps"])
+def test_fair_share_preempts_the_cheapest_request_of_the_tenant_furthest_past_its_share(name):
+    p = make_policy(name)
+    heavy_old, heavy_new = req("heavy-old", "heavy", arrival=0.0), req("heavy-new", "heavy", arrival=2.0)
+    light = req("light", "light", arrival=3.0)
+    for r in (heavy_old, heavy_new, light):
+        p.push(r)
+    for _ in range(3):
+        p.note_progress(p.pop(), 0, 0)
+    p.note_progress(heavy_old, 500, 0)  # heavy is past its share
+    heavy_old.num_computed_tokens, heavy_new.num_computed_tokens = 20, 900
+    light.num_computed_tokens = 1
+    # not the light tenant's request (least computed), nor heavy's newest: heavy's cheapest
+    assert _victim(p, [heavy_old, heavy_new, light]) == "heavy-old"
+
+
+def test_aps_preempts_from_the_lowest_aged_group_first():
+    p = make_policy("aps", alpha=1.0)
+    hi, lo = req("hi", "x", bid=10, arrival=0.0), req("lo", "y", bid=1, arrival=0.0)
+    for r in (hi, lo):
+        p.push(r)
+    p.pop(), p.pop()
+    assert _victim(p, [hi, lo]) == "lo"
+
+
 def test_aging_effective_priority_matches_key_order():
     p = make_policy("aging", alpha=0.2)
     reqs = [req(f"r{i}", bid=1 + i % 10, arrival=i * 3.7 % 11) for i in range(40)]

@@ -2,7 +2,8 @@
 admits waiting ones in policy order while seats, the token budget and KV blocks allow.
 
 Long prompts are prefilled in chunks. When a running request cannot grow, the running request
-the policy ranks last is preempted (recompute). With `priority_preemption`, a waiting request
+with the policy's largest `preempt_key` is preempted (recompute): the newest of the lowest
+priority, as in vLLM, or under fair share the cheapest of the tenant furthest past its share. With `priority_preemption`, a waiting request
 may also evict a running one that bids less and ranks after it.
 """
 from __future__ import annotations
@@ -45,14 +46,13 @@ class ContinuousBatching(Admission):
         return self._admit(plan, budget, now)
 
     def _make_room(self, req: Request, target: int, plan: StepPlan) -> bool:
-        """Preempt the lowest-ranked running requests until `req` can grow to `target` tokens.
-
-        Returns False if `req` is itself the lowest ranked, and so was preempted.
+        """Preempt running requests, largest `preempt_key` first, until `req` can grow to
+        `target` tokens. Returns False if `req` itself was preempted.
         """
         s = self.sched
-        rank = s.policy.rank
+        key = s.policy.preempt_key
         while not s.kv.can_allocate(req.request_id, target):
-            victim = max((r for r in s.running if r.status is RUNNING), key=rank)
+            victim = max((r for r in s.running if r.status is RUNNING), key=key)
             s.preempt(victim, plan)
             if victim is req:
                 return False

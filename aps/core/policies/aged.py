@@ -78,16 +78,23 @@ class AgedFairShare(ClassThenVtc):
                     best, best_key = group, key
         return best
 
-    def rank(self, req: Request) -> tuple:
-        """Its group's place, then its place inside the group. Every request at a bid shares
-        the group's place (the group's oldest waiting arrival, else the last admitted one's),
-        so between equal bids the fair share alone decides, as it does for `vtc`."""
+    def _place(self, req: Request) -> tuple:
+        """Its group's place. Every request at a bid shares it (the group's oldest waiting
+        arrival, else the last admitted one's), so between equal bids the fair share alone
+        decides, as it does for `vtc`."""
         since = self.oldest(req.bid)
         if since is None:
             since = self._last_admitted.get(req.bid, req.arrival)
+        return (self.alpha * since - req.bid, -req.bid)
+
+    def rank(self, req: Request) -> tuple:
+        """Its group's place, then its place inside the group."""
         group = self._classes.get(req.bid)
         inside = group.rank(req) if group is not None else (self.counters.get(req.tenant_id, 0.0),)
-        return (self.alpha * since - req.bid, -req.bid, *inside)
+        return (*self._place(req), *inside)
+
+    def preempt_key(self, req: Request) -> tuple:
+        return (*self._place(req), *self._classes.get(req.bid, self._any).preempt_key(req))
 
     def effective_priority(self, req: Request, now: float) -> float:
         return req.bid + self.alpha * (now - req.arrival)

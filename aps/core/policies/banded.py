@@ -49,6 +49,11 @@ class Banded:
     def rank(self, req: Request) -> tuple:
         return (1, *self.spare.rank(req)) if req.demoted else (0, *self.main.rank(req))
 
+    def preempt_key(self, req: Request) -> tuple:
+        if req.demoted:
+            return (1, *self.spare.preempt_key(req))
+        return (0, *self.main.preempt_key(req))
+
     def sibling(self) -> "Banded":
         return Banded(self.main.sibling())
 

@@ -1,8 +1,9 @@
 """Queue policies: the order in which waiting requests are admitted.
 
 Every policy is a `Policy`: push, pop, peek, remove, len, plus `note_progress` (service a
-tenant actually received, for fair share) and `rank` (a sort key, lower runs first, used to
-pick a preemption victim among running requests).
+tenant actually received, for fair share), `rank` (a sort key, lower runs first: priority
+preemption compares a waiting request with running ones by it) and `preempt_key` (when KV
+memory runs out, the running request with the largest key is preempted).
 
 Heap-based policies give each request a time-invariant key, so a heap stays exact without
 re-heapifying. Removal is lazy: a removed entry is blanked and skipped when it surfaces.
@@ -26,6 +27,7 @@ class Policy(Protocol):
     def __len__(self) -> int: ...
     def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None: ...
     def rank(self, req: Request) -> tuple: ...
+    def preempt_key(self, req: Request) -> tuple: ...
     def heads(self) -> list[Request]: ...
     def sibling(self) -> "Policy": ...
 
@@ -88,6 +90,10 @@ class KeyedHeap:
 
     def rank(self, req: Request) -> tuple:
         return self._entry(req, 0)[:-2]
+
+    def preempt_key(self, req: Request) -> tuple:
+        # the last-ranked request: with arrival the last key, the newest, as vLLM preempts
+        return self.rank(req)
 
     def heads(self) -> list[Request]:
         """Every request that could be popped next as service is recorded: keys are fixed."""

@@ -69,6 +69,9 @@ class ByModel:
     def rank(self, req: Request) -> tuple:
         return self.part(req.model).rank(req)
 
+    def preempt_key(self, req: Request) -> tuple:
+        return self.part(req.model).preempt_key(req)
+
     def heads(self) -> list[Request]:
         return [head for q in self.parts.values() for head in q.heads()]
 

@@ -123,6 +123,16 @@ class VirtualTokenCounter(Partitioned):
         return (self.counters.get(tenant, 0.0), self._order.get(tenant, len(self._order)),
                 req.arrival)
 
+    def preempt_key(self, req: Request) -> tuple:
+        """A request of the tenant furthest past its share gives memory back first, and of its
+        requests the one with the least to recompute. (Its newest, as vLLM would pick, can be
+        one that has decoded for minutes: on vtc-lmsys at 1.25x overload that choice
+        recomputed 51% of the tokens served, against 42% under FIFO, and cost 2.4% of
+        throughput; this one costs none. docs/SCHEDULING.md has the figures.)"""
+        tenant = req.tenant_id
+        return (self.counters.get(tenant, 0.0), self._order.get(tenant, len(self._order)),
+                -req.num_computed_tokens)
+
     def heads(self) -> list[Request]:
         """Counters move with service, so any backlogged tenant's oldest request may be next."""
         return [q.peek() for q in self._queues.values() if q]
@@ -192,6 +202,9 @@ class ClassThenVtc(Partitioned):
     def rank(self, req: Request) -> tuple:
         cls = self._classes.get(req.bid)
         return (-req.bid, *(cls.rank(req) if cls else (self.counters.get(req.tenant_id, 0.0),)))
+
+    def preempt_key(self, req: Request) -> tuple:
+        return (-req.bid, *self._classes.get(req.bid, self._any).preempt_key(req))
 
     def heads(self) -> list[Request]:
         cls = self._highest()
