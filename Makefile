@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-engine bench clean
+.PHONY: run test test-engine bench notebook clean
 
 $(BIN)/aps: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-engine: $(BIN)/aps
 
 bench: $(BIN)/aps
 	$(BIN)/aps bench core
+
+# Re-run the research notebook and save it with its outputs (about a minute).
+notebook: $(BIN)/aps
+	$(BIN)/python scripts/run_notebook.py notebooks/research_demo.ipynb
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

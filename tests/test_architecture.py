@@ -19,7 +19,8 @@ ALLOWED = {
     "runtime": {"core", "perf", "engines"},
     "store": {"core"},
     "server": {"core", "perf", "engines", "runtime", "store"},
-    "bench": {"core", "perf", "workload", "sim", "engines", "runtime", "store", "server"},
+    "bench": {"core", "perf", "workload", "sim", "experiments", "engines", "runtime", "store",
+              "server"},
     "cli": {"core", "perf", "workload", "sim", "experiments", "engines", "runtime", "store",
             "server", "bench"},
 }

@@ -179,6 +179,21 @@ def bench_sim_command(
     console.print(table)
 
 
+@bench.command("policy")
+def bench_policy_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """The default policy's three outcomes, simulated: bounded waits across bids, fair share
+    within a bid, and light tenants on the VTC trace at FIFO's throughput."""
+    from aps.bench import policy as mod
+    result = mod.run()
+    if as_json:
+        print(json.dumps(result))
+        return
+    for line in mod.report(result):
+        console.print(line, highlight=False)
+
+
 @bench.command("serve")
 def bench_serve_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),

@@ -23,6 +23,22 @@ def two_bids(rng, rate: float, duration_s: float) -> Workload:
                  name="two-bids")
 
 
+def bid_burst(rng, rate: float, duration_s: float, trickle: float = 0.5,
+              light_bid10: bool = True) -> Workload:
+    """A paying tenant (bid 10) bursting at `rate` for the first half of the run; a free one
+    (bid 1) and, with `light_bid10`, a second paying one trickling at `trickle` requests/s
+    throughout. When the burst alone exceeds capacity, static priority holds every bid-1
+    request back until the burst's backlog has drained, and arrival order within a bid holds
+    the light bid-10 tenant behind it."""
+    burst, light, free = Tenant("bid-10", bid=10), Tenant("bid-10-light", bid=10), \
+        Tenant("bid-1", bid=1)
+    parts = [_tenant_traffic(rng, burst, Poisson(rate), duration_s / 2),
+             _tenant_traffic(rng, free, Poisson(trickle), duration_s)]
+    if light_bid10:
+        parts.append(_tenant_traffic(rng, light, Poisson(trickle), duration_s))
+    return merge(parts, name="bid-burst")
+
+
 def patterned(rng, rate: float, duration_s: float) -> Workload:
     """Regular arrivals (gamma, CV 0.25) from four tenants: easy to batch."""
     ts = [Tenant(f"regular-{i}") for i in range(4)]
@@ -41,4 +57,4 @@ def burst50(rng, rate: float, duration_s: float) -> Workload:
     return merge(parts, name="burst50")
 
 
-BUILDERS = {"two-bids": two_bids, "patterned": patterned, "burst50": burst50}
+BUILDERS = {"two-bids": two_bids, "bid-burst": bid_burst, "patterned": patterned, "burst50": burst50}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aps.experiments import autoscale, capacity, fairness, priority
+from aps.experiments import autoscale, capacity, fairness, governor, priority
 from aps.experiments.from_yaml import load_experiment
 from aps.experiments.report import write_report
 from aps.experiments.runs import run_grid
@@ -17,8 +17,8 @@ from aps.experiments.runs import run_grid
 
 def experiments() -> dict:
     """The shipped experiments by name."""
-    return {**priority.EXPERIMENTS, **fairness.EXPERIMENTS, **capacity.EXPERIMENTS,
-            **autoscale.EXPERIMENTS}
+    return {**priority.EXPERIMENTS, **governor.EXPERIMENTS, **fairness.EXPERIMENTS,
+            **capacity.EXPERIMENTS, **autoscale.EXPERIMENTS}
 
 
 def run_experiment(name: str, quick: bool = False, out_dir: Path | None = None,

@@ -1,4 +1,4 @@
-"""`fairness`: FIFO, priority, APS, VTC and class+VTC on workloads with unequal tenants."""
+"""`fairness`: FIFO, priority, aging, VTC, class+VTC and APS on workloads with unequal tenants."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from aps.experiments.kit import (SUMMARY_COLUMNS, Experiment, light_heavy, by, c
                                     share_panel, summary_row)
 from aps.experiments.runs import RunSpec
 
-POLICIES = ["fifo", "priority", "aps", "vtc", "class+vtc"]
+POLICIES = ["fifo", "priority", "aging", "vtc", "class+vtc", "aps"]
 WORKLOADS = [  # (scenario, model, gpu, rate scale, requests in quick mode)
     ("noisy-neighbour", "llama-3-8b", "a10g", 0.3, 600),
     ("vtc-lmsys", "llama-2-7b", "a10g", 1.0, 600),

@@ -1,7 +1,8 @@
 """PNG plots of experiment figures (the `figures` entries of an experiment's results).
 
 A figure is plain data: `kind` (cdf, line, step, bar), axis labels, log flags and 1..n
-`panels`, each a titled list of `series` ({label, x, y}). Panels sit side by side and wrap
+`panels`, each a titled list of `series` ({label, x, y}, and `dashed: true` for a reference
+line drawn over the data). Panels sit side by side and wrap
 into rows of three. Rendering uses `matplotlib.figure.Figure` on the Agg canvas directly, so
 no pyplot global state is touched and nothing needs a display.
 """
@@ -125,6 +126,8 @@ def _draw_series(ax, kind: str, s: dict, fig: dict, colors: dict[str, tuple]) ->
     if kind == "step":
         order = np.argsort(x, kind="stable")
         ax.step(x[order], y[order], where="post", linewidth=1.4, **style)
+    elif s.get("dashed"):
+        ax.plot(x, y, linestyle="--", linewidth=1.6, zorder=3, **style)
     else:
         ax.plot(x, y, marker="o", markersize=4, linewidth=1.4, **style)
     return 1

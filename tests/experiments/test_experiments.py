@@ -4,6 +4,7 @@ import math
 import pytest
 
 from aps.experiments.capacity import meets_slo
+from aps.experiments.priority import bound
 from aps.experiments.kit import by, light_heavy
 from aps.experiments import experiments, run_experiment
 
@@ -35,10 +36,17 @@ def test_results_have_tables_figures_and_computed_findings(results, name):
         assert s["finished"] + s["rejected"] == s["requests"] > 0
 
 
-def test_static_priority_serves_bid10_faster_than_fifo_under_overload(results):
-    loaded = by(results["static-vs-aps"]["runs"], workload="two-bids", load=1.5)
-    p99 = {r["labels"]["policy"]: r["summary"]["per_tenant"]["bid-10"]["ttft_s"]["p99"] for r in loaded}
-    assert p99["priority"] < p99["fifo"]
+def test_aps_bounds_the_bid1_wait_that_static_priority_lets_grow(results):
+    burst = by(results["static-vs-aps"]["runs"], workload="bid-burst", load=1.5)
+    run = {(r["labels"]["policy"], r["labels"]["alpha"]): r for r in burst}
+    wait = {k: r["summary"]["per_tenant"]["bid-1"]["max_wait_s"] for k, r in run.items()}
+    fifo = run["fifo", None]
+    for alpha in (0.1, 1.0):
+        assert wait["fifo", None] <= wait["aps", alpha] <= bound(fifo, alpha)
+        assert wait["aps", alpha] < wait["priority", None]
+    assert wait["aps", 1.0] < wait["aps", 0.1]
+    light = {k: r["summary"]["per_tenant"]["bid-10-light"]["ttft_s"]["p99"] for k, r in run.items()}
+    assert light["aps", 0.1] < light["aging", 0.1] / 10  # fair share within the bid
 
 
 def test_vtc_shortens_light_tenants_wait_on_servegen(results):
