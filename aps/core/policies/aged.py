@@ -30,10 +30,13 @@ class AgedFairShare(ClassThenVtc):
             raise ConfigError(f"aps: alpha must be >= 0, got {alpha}")
         super().__init__(weights, w_in, w_out, counters, charged)
         self.alpha = alpha
-        # per bid: the arrivals waiting there, oldest first (lazily: a request that left is
-        # dropped when it reaches the top)
+        # per bid: the arrivals waiting there, oldest first. A request that left is dropped
+        # lazily, but never left on top: the top is always a waiting request.
         self._arrivals: dict[int, list[tuple[float, int, Request]]] = {}
         self._waiting: set[int] = set()  # id() of every request waiting here
+        # per bid with requests waiting: `bid - alpha * oldest arrival`, the group's aged
+        # priority less the aging every waiting request shares; it changes only on push/pop
+        self._keys: dict[int, float] = {}
         # per bid: the arrival of the request last admitted there, the group's place in `rank`
         # while nothing waits at that bid
         self._last_admitted: dict[int, float] = {}
@@ -45,38 +48,45 @@ class AgedFairShare(ClassThenVtc):
 
     def push(self, req: Request) -> None:
         super().push(req)
-        heapq.heappush(self._arrivals.setdefault(req.bid, []), (req.arrival, next(self._seq), req))
+        heap = self._arrivals.setdefault(req.bid, [])
+        heapq.heappush(heap, (req.arrival, next(self._seq), req))
         self._waiting.add(id(req))
+        self._keys[req.bid] = req.bid - self.alpha * heap[0][0]
 
     def pop(self) -> Request:
         req = super().pop()
-        self._waiting.discard(id(req))
+        self._left(req)
         self._last_admitted[req.bid] = req.arrival
         return req
 
     def remove(self, req: Request) -> bool:
         if not super().remove(req):
             return False
-        self._waiting.discard(id(req))
+        self._left(req)
         return True
+
+    def _left(self, req: Request) -> None:
+        self._waiting.discard(id(req))
+        heap = self._arrivals[req.bid]
+        while heap and id(heap[0][2]) not in self._waiting:
+            heapq.heappop(heap)
+        if heap:
+            self._keys[req.bid] = req.bid - self.alpha * heap[0][0]
+        else:
+            del self._keys[req.bid]
 
     def oldest(self, bid: int) -> float | None:
         """The arrival of the oldest request waiting at `bid`."""
         heap = self._arrivals.get(bid)
-        while heap and id(heap[0][2]) not in self._waiting:
-            heapq.heappop(heap)
         return heap[0][0] if heap else None
 
     def _highest(self):
         """The bid group whose oldest request has the highest aged priority (ties: the
         higher bid)."""
-        best, best_key = None, None
-        for bid, group in self._classes.items():
-            if group:
-                key = (bid - self.alpha * self.oldest(bid), bid)
-                if best_key is None or key > best_key:
-                    best, best_key = group, key
-        return best
+        keys = self._keys
+        if not keys:
+            return None
+        return self._classes[max(keys, key=lambda bid: (keys[bid], bid))]
 
     def _place(self, req: Request) -> tuple:
         """Its group's place. Every request at a bid shares it (the group's oldest waiting
