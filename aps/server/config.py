@@ -8,6 +8,7 @@
     gpu: a100-80gb           # APS_GPU
     speed: 1.0               # APS_SPEED: the simulated GPU runs this many times faster than real time
     batch: {max_num_seqs: 256, max_num_batched_tokens: 8192, max_waiting: 10000}
+                             # (with no `tenants:`, the demo, max_num_seqs is 32: see below)
     max_body_bytes: 1048576  # counted as it arrives, chunked or not; over it: 413
     limits:                  # per connection, before a request reaches the app (connections.py)
       max_connections: 4096  # open at once; more get a 503 and a line in the log
@@ -45,6 +46,10 @@ After that `aps tenants|keys` and the /admin API change them, and a running serv
 changes up within `store.reload_s`. The demo tenants, and only they, may also be called without
 a key (`/infer` naming its tenant); while every tenant is a demo tenant (demo mode) per-tenant
 metrics are public too. A tenant added later, by the CLI or the API, always needs its key.
+The demo's simulated GPU takes 32 requests at a time unless `batch.max_num_seqs` says
+otherwise, so that the seeds' stress test (`aps stress`, 100 requests at once) has to queue and
+the bids decide who waits; with 256 seats every request would run at once and no policy would
+matter.
 """
 from __future__ import annotations
 
@@ -86,6 +91,7 @@ class TenantConfig(BaseModel):
 
 
 # The seeds' tenants and their token limits (tokens/s, burst).
+DEMO_SEATS = 32  # the demo's batch: the seeds' stress test must queue for bids to matter
 DEMO_TENANTS = [
     TenantConfig(id="tenant_a", keys=["sk-demo-tenant_a"], bid=10, token_rate=500, token_burst=5000),
     TenantConfig(id="tenant_b", keys=["sk-demo-tenant_b"], bid=5, token_rate=300, token_burst=3000),
@@ -190,8 +196,9 @@ class ServerConfig(BaseModel):
                                   "max_num_seqs": seats,
                                   "kv_capacity_tokens": sum(u.max_tokens_in_flight
                                                             for u in self.upstreams)})
+        seats = {} if self.tenants else {"max_num_seqs": DEMO_SEATS}
         return BatchConfig(**{"kv_capacity_tokens": kv_capacity_tokens, "max_waiting": 10_000,
-                              **self.batch})
+                              **seats, **self.batch})
 
 
 _ENV = {"APS_HOST": "host", "APS_PORT": "port", "APS_POLICY": "policy", "APS_MODEL": "model",

@@ -112,7 +112,8 @@ def serve(config: ServerConfig, force: bool = False) -> None:
         engine = f"{len(config.upstreams)} upstream server(s): " + \
             ", ".join(f"{u.url} ({u.model}, {u.max_in_flight} seats)" for u in config.upstreams)
     else:
-        engine = f"{gateway.backend.model_name} on simulated {config.gpu} (speed x{config.speed:g})"
+        engine = (f"{gateway.backend.model_name} on simulated {config.gpu} (speed "
+                  f"x{config.speed:g}, {gateway.sched.batch.max_num_seqs} seats)")
     log.warning("APS on http://%s:%d: %s, policy %s, database %s%s", config.host, config.port,
                 engine, config.policy, config.store.path,
                 f", Redis {config.store.redis_url}" if config.store.redis_url else "")

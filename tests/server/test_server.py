@@ -214,6 +214,21 @@ def test_the_seeds_stress_command_reports_both_tenants(demo):
     assert "tenant_a" in result.output and "tenant_b" in result.output
 
 
+def test_in_the_demo_the_seeds_stress_test_queues_and_bid_10_goes_first(tmp_path):
+    """The demo's GPU takes 32 requests at a time, so 100 at once must queue: under `aps` the
+    bid-10 tenant's requests are admitted before the bid-1 tenant's (the GPU at real speed, so
+    that a wave of requests outlasts the clients sending theirs)."""
+    from aps.bench import loadgen
+    s = LocalServer("{}", log_path=tmp_path / "server.log")
+    try:
+        result = asyncio.run(loadgen.stress(s.url, per_tenant=50, tokens=20))
+    finally:
+        s.stop()
+    a, b = result["tenant_a"], result["tenant_b"]
+    assert a["ok"] == b["ok"] == 50
+    assert a["ttft_p50_s"] * 1.5 < b["ttft_p50_s"]  # equal under FIFO; 10x apart when idle
+
+
 def test_a_full_queue_and_a_concurrency_limit_say_when_to_come_back(tmp_path):
     s = start_server(tmp_path, "speed: 1\nbatch: {max_num_seqs: 1, max_waiting: 1}\n"
                          "tenants:\n  - {id: acme, keys: [sk-acme]}\n"
