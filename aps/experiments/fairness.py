@@ -77,13 +77,13 @@ def _findings(records: list[dict], workloads: list[str]) -> str:
 EXPERIMENTS = {
     "fairness": Experiment(
         "Does fairness cost throughput?",
-        "Five policies on three multi-tenant workloads: `noisy-neighbour` (four steady tenants "
+        "Six policies on three multi-tenant workloads: `noisy-neighbour` (four steady tenants "
         "and one that floods at 5x its share, slowed to 0.3x so that the steady tenants alone "
         "fit, Llama-3-8B on an A10G), the 27-tenant LMSYS trace "
         "of the VTC paper (Llama-2-7B on an A10G, as in the paper) and the ten busiest ServeGen "
         "clients (Llama-3-8B on an A10G). Continuous batching throughout; every policy sees the "
         "same requests at the same times. Every tenant of these workloads bids the same, so "
-        "`priority` and `aps` order requests as FIFO does and `class+vtc` as VTC does: the "
-        "identical rows are a check, not a copy.",
+        "`priority` and `aging` order requests as FIFO does, and `class+vtc` and `aps` (the "
+        "default) as VTC does: the identical rows are a check, not a copy.",
         grid, analyze),
 }
