@@ -72,7 +72,7 @@ def test_runs_are_deterministic_and_every_request_is_accounted_for():
     assert sum(t["requests"] for t in a["per_tenant"].values()) == 300
 
 
-def test_seed_stress_priority_serves_bid10_first_and_aps_bounds_bid1_wait():
+def test_seed_stress_priority_serves_bid10_first():
     sc = load_scenario("seed-stress")
     seed = make_perf_model(gpu="seed-a100")
     cfg = lambda policy: SimConfig(policy=policy, batch=BatchConfig(
