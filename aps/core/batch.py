@@ -46,6 +46,9 @@ class BatchConfig:
     window_s: float = 0.010
     max_batch: int = 16
     adaptive_window: bool = False  # micro: the entropy-driven governor sets the window
+    # micro: wait for the window only while the GPU was busy more than this share of the last
+    # second (the seeds' "only batch when utilization > 80%"); below it, dispatch at once
+    batch_above_utilization: float | None = None
     kv_capacity_tokens: int = 32768
     block_size: int = 16
     max_waiting: int | None = None  # bound on queued requests (all tenants)
@@ -66,6 +69,9 @@ class BatchConfig:
             raise ConfigError(f"reserved_seats must be in 0..max_num_seqs-1, got {self.reserved_seats}")
         if self.window_s < 0:
             raise ConfigError(f"window_s must be >= 0, got {self.window_s}")
+        u = self.batch_above_utilization
+        if u is not None and not 0 < u <= 1:
+            raise ConfigError(f"batch_above_utilization must be in (0, 1], got {u}")
         if self.kv_capacity_tokens < self.block_size:
             raise ConfigError("kv_capacity_tokens must hold at least one block")
 

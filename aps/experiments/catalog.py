@@ -37,7 +37,8 @@ def run_experiment(name: str, quick: bool = False, out_dir: Path | None = None,
     results = {"experiment": name, "title": exp.title,
                "description": exp.description + ("\n\n" + findings if findings else ""),
                "command": f"aps experiment {name}" + (" --quick" if quick else ""),
-               "quick": quick, "tables": tables, "figures": figures, "runs": records}
+               "quick": quick, "tables": tables, "figures": figures, "runs": records,
+               "logs": exp.logs(records) if exp.logs else {}}
     if out_dir is not None:
         write_report(results, Path(out_dir))
     return results

@@ -19,6 +19,8 @@ class Experiment:
     description: str
     grid: Callable[[bool], list[RunSpec]]
     analyze: Callable[[list[dict]], tuple[list, list, str]]
+    # files written beside the report, {name: text}, from the runs (e.g. a telemetry log)
+    logs: Callable[[list[dict]], dict[str, str]] | None = None
 
 
 # -- shared analysis helpers ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Callable
 from aps.experiments.plots import render_figure
 
 _NAME = re.compile(r"[a-z0-9_-]+")
+_LOG_NAME = re.compile(r"[a-z0-9_-]+\.(log|csv)")
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328;
        max-width: 1180px; margin: 2em auto; padding: 0 1.2em; }
@@ -55,13 +56,19 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
             raise ValueError(f"figure name {name!r} must be unique and match [a-z0-9_-]+")
         written[f"{name}.png"] = render_figure(fig, out_dir / f"{name}.png")
     images = {p.stem: base64.b64encode(p.read_bytes()).decode("ascii") for p in written.values()}
-    texts = {"results.json": json.dumps(data, indent=1, allow_nan=False) + "\n",
+    raw = {k: v for k, v in data.items() if k != "logs"}  # the logs are files of their own
+    texts = {"results.json": json.dumps(raw, indent=1, allow_nan=False) + "\n",
              "report.md": render_markdown(data),
              "report.html": render_html(data, images)}
     for fname, text in texts.items():
         (out_dir / fname).write_text(text, encoding="utf-8")
         written[fname] = out_dir / fname
     written["results.csv"] = _write_csv(data.get("tables", []), out_dir / "results.csv")
+    for fname, text in (results.get("logs") or {}).items():
+        if not _LOG_NAME.fullmatch(fname) or fname in written:
+            raise ValueError(f"log name {fname!r} must be unique and match [a-z0-9_-]+.(log|csv)")
+        written[fname] = out_dir / fname
+        written[fname].write_text(text, encoding="utf-8")
     return written
 
 
@@ -139,8 +146,11 @@ def _reproduce_line(results: dict, code: str, esc: Callable[[str], str] = str) -
         return code.format(esc(str(s)))
     runs = len(results.get("runs") or [])
     quick = " (quick mode: a smaller grid)" if results.get("quick") else ""
+    logs = sorted(results.get("logs") or {})
+    more = f"; logs in {', '.join(lit(name) for name in logs)}" if logs else ""
     return (f"Reproduce with {lit(results.get('command', ''))}{quick}. {runs} simulation "
-            f"runs; raw records in {lit('results.json')}, table rows in {lit('results.csv')}.")
+            f"runs; raw records in {lit('results.json')}, table rows in "
+            f"{lit('results.csv')}{more}.")
 
 
 def render_html(results: dict, images: dict[str, str]) -> str:

@@ -43,6 +43,7 @@ class RunSpec:
     # settings replaced (e.g. {"startup_s": 10}); `replicas` is then the starting count.
     autoscale: dict | None = None
     router: str = "round-robin"
+    batch_log: bool = False  # micro-batching: keep every batch as formed (`record["batches"]`)
 
 
 def workload_of(spec: RunSpec) -> Workload:
@@ -67,11 +68,16 @@ def run_one(spec: RunSpec) -> dict:
                     batch=BatchConfig(**batch), replicas=spec.replicas, router=spec.router,
                     timeline_points=TIMELINE_POINTS, autoscale=scale)
     sim = Simulation(workload_of(spec), perf, cfg)
+    logs = []
+    if spec.batch_log:
+        for replica in sim.replicas:
+            replica.sched.admission.batch_log = logs
     summary = sim.run()
     ttft = {t: _thin(sorted(v)) for t, v in sim.rec.ttft_by_tenant().items()}
     return {"id": spec.id, "labels": spec.labels, "spec": asdict(spec), "summary": summary,
             "timeline": sim.rec.timeline, "ttft_by_tenant": ttft,
-            "weights": {t.tenant_id: t.weight for t in sim.w.tenants}}
+            "weights": {t.tenant_id: t.weight for t in sim.w.tenants},
+            **({"batches": [asdict(b) for b in logs]} if spec.batch_log else {})}
 
 
 def _thin(xs: list[float]) -> list[float]:

@@ -20,6 +20,7 @@ def configs(draw):
         priority_preemption=draw(st.booleans()),
         window_s=draw(st.sampled_from([0.0, 0.005, 0.02])),
         max_batch=draw(st.integers(1, 8)),
+        batch_above_utilization=draw(st.one_of(st.none(), st.sampled_from([0.5, 0.8, 1.0]))),
         kv_capacity_tokens=draw(st.integers(4, 64)) * 16,
         block_size=block,
     )

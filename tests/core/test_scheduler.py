@@ -1,6 +1,6 @@
 import pytest
 
-from aps.core import (BatchConfig, InvalidRequest, NeverFits, OverLimit, Request, Scheduler,
+from aps.core import (BatchConfig, ConfigError, InvalidRequest, NeverFits, OverLimit, Request, Scheduler,
                       Status, StopReason, Tenant, UnknownRequest, UnknownTenant)
 from drive import run
 
@@ -219,6 +219,52 @@ def test_micro_adaptive_window_shrinks_with_irregular_arrivals():
         irregular.submit(R(f"i{i}", arrival=t), t)
     assert regular.admission.governor.window() == pytest.approx(0.010)  # zero entropy
     assert irregular.admission.governor.window() < 0.5 * regular.admission.governor.window()
+
+
+def _run_micro_batch(s, start, seconds):
+    """Form a batch at `start` (or when its window closes) and finish it `seconds` later (its
+    requests have one token each); returns when it ended."""
+    plan = s.step(start)
+    if not plan.scheduled:
+        start = plan.next_wakeup
+        plan = s.step(start)
+    assert plan.scheduled
+    s.complete_step(plan, start + seconds)
+    s.pop_ended()
+    return start + seconds
+
+
+def test_micro_batches_only_above_the_utilization_threshold():
+    cfg = BatchConfig(mode="micro", window_s=0.010, max_batch=16, batch_above_utilization=0.8)
+    s = Scheduler(tenants(), batch=cfg)
+    s.submit(R("idle", out=1), 0.0)
+    plan = s.step(0.0)  # an idle GPU: no waiting for the window
+    assert [r.request_id for r, _ in plan.scheduled] == ["idle"]
+    s.complete_step(plan, 0.05)
+    s.pop_ended()
+    assert s.admission.utilization(1.0) == pytest.approx(0.05)
+    t = 1.0
+    for i in range(9):  # then busy back to back, nearly all of the last second
+        s.submit(R(f"busy{i}", out=1), t)
+        t = _run_micro_batch(s, t, 0.1)
+    assert s.admission.utilization(t) > 0.85
+    s.submit(R("late", out=1), t)
+    plan = s.step(t)  # busy: the window applies again
+    assert not plan and plan.stop_reason is StopReason.WINDOW
+    assert plan.next_wakeup == pytest.approx(t + 0.010)
+    assert s.step(t + 0.010).scheduled
+
+
+def test_micro_without_the_threshold_always_waits_for_the_window():
+    s = Scheduler(tenants(), batch=BatchConfig(mode="micro", window_s=0.010))
+    s.submit(R("r1"), 0.0)
+    assert s.step(0.0).stop_reason is StopReason.WINDOW
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
+def test_a_utilization_threshold_outside_0_1_is_refused(bad):
+    with pytest.raises(ConfigError, match="batch_above_utilization must be in"):
+        BatchConfig(mode="micro", batch_above_utilization=bad)
 
 
 # -- cancellation ----------------------------------------------------------------------------

@@ -64,8 +64,25 @@ def test_capacity_marks_slo_and_costs(results):
 
 def test_governor_compares_every_window_on_every_workload(results):
     runs = results["governor"]["runs"]
-    assert {r["labels"]["workload"] for r in runs} == {"azure-code", "patterned", "burst50"}
-    assert len({r["labels"]["window"] for r in runs}) == 6
+    h100 = [r for r in runs if r["labels"]["workload"] != "seed-burst"]
+    assert {r["labels"]["workload"] for r in h100} == {"azure-code", "patterned", "burst50"}
+    assert len({r["labels"]["window"] for r in h100}) == 7
+
+
+def test_governor_logs_every_batch_of_the_seeds_burst(results, tmp_path):
+    from aps.experiments.report import write_report
+    burst = by(results["governor"]["runs"], workload="seed-burst")
+    assert burst and all(r["batches"] for r in burst)
+    for r in burst:
+        sizes = [b["requests"] for b in r["batches"]]
+        assert sum(sizes) == r["summary"]["finished"] and max(sizes) <= 16
+        assert all(0 < b["kv_share"] <= b["kv_used"] <= 1 for b in r["batches"])
+    fixed, governed = (by(burst, rate=4.0, window=w)[0] for w in ("fixed 10 ms", "entropy (base 10 ms)"))
+    assert {b["window_s"] for b in fixed["batches"]} == {0.010}
+    assert all(b["window_s"] < 0.010 for b in governed["batches"] if b["entropy_bits"] > 0)
+    written = write_report(results["governor"], tmp_path)
+    log = written["seed-burst-4rps-governor.csv"].read_text().splitlines()
+    assert log[0].startswith("t_s,arrival_entropy_bits,window_ms") and len(log) == len(governed["batches"]) + 1
 
 
 def test_a_yaml_experiment_runs_its_grid(tmp_path):
