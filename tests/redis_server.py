@@ -2,8 +2,8 @@
 the machine has none."""
 import pytest
 
-from aps.bench.redis_server import INSTALL, RedisMissing
-from aps.bench.redis_server import RedisServer as _RedisServer
+from aps.bench.local.redis_server import INSTALL, RedisMissing
+from aps.bench.local.redis_server import RedisServer as _RedisServer
 
 
 def RedisServer(log_path, port=None):

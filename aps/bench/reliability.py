@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from aps.bench.loadgen import RawConnection, throughput
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 KEY = {"Authorization": "Bearer sk-bench"}
 SOAK_CONFIG = """

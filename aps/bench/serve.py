@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aps.bench.loadgen import added_latency, throughput
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 BENCH_CONFIG = """
 tenants:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aps.bench.redis_server import RedisMissing, RedisServer
+from aps.bench.local.redis_server import RedisMissing, RedisServer
 from aps.core import Request, Tenant, make_policy
 from aps.store import Store
 from aps.store.cluster import Cluster

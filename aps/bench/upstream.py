@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from aps.bench import engines
-from aps.bench.processes import free_port
-from aps.bench.server import LocalServer
+from aps.bench.local import engines
+from aps.bench.local.processes import free_port
+from aps.bench.local.server import LocalServer
 
 CLIENTS = 32
 TENANTS = """

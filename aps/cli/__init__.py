@@ -25,7 +25,8 @@ console = Console() if sys.stdout.isatty() else Console(width=140)
 @app.command("simulate")
 def simulate_command(
     scenario: str = typer.Argument(..., help="a shipped scenario name or a YAML file"),
-    policy: str = typer.Option(None, help="fifo, priority, aps, vtc, class+vtc (default: the scenario's)"),
+    policy: str = typer.Option(None, help="aps, fifo, priority, aging, vtc, class+vtc "
+                               "(default: the scenario's, else aps)"),
     model: str = typer.Option(None, help="model preset, e.g. llama-3-8b"),
     gpu: str = typer.Option(None, help="GPU preset, e.g. a100-80gb, h100-sxm, seed-a100"),
     tp: int = typer.Option(1, help="tensor-parallel degree (1, 2, 4, 8)"),
@@ -34,7 +35,7 @@ def simulate_command(
     requests: int = typer.Option(None, help="number of requests (cut or tile the workload)"),
     seed: int = typer.Option(0, help="random seed for generated traffic"),
     batch: str = typer.Option("continuous", help="continuous or micro"),
-    alpha: float = typer.Option(None, help="aps: aging rate, bid points per second"),
+    alpha: float = typer.Option(None, help="aps and aging: bid points per second of waiting"),
     step: bool = typer.Option(False, "--step", help="run every iteration (no fast-forward)"),
     slo_ttft: float = typer.Option(2.0, help="goodput SLO: time to first token, seconds"),
     slo_tpot: float = typer.Option(0.2, help="goodput SLO: time per output token, seconds"),
@@ -61,7 +62,7 @@ def serve_command(
     config: Path = typer.Option(None, help="YAML configuration (also APS_CONFIG)"),
     host: str = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8002)"),
-    policy: str = typer.Option(None, help="fifo, priority, aps, vtc, class+vtc"),
+    policy: str = typer.Option(None, help="aps, fifo, priority, aging, vtc, class+vtc"),
     speed: float = typer.Option(None, help="run the simulated GPU this many times faster"),
     force: bool = typer.Option(False, help="serve on a network address although demo tenants "
                                "(which need no key) exist"),
@@ -192,6 +193,36 @@ def bench_policy_command(
         return
     for line in mod.report(result):
         console.print(line, highlight=False)
+
+
+@bench.command("cache")
+def bench_cache_command(
+    requests: int = typer.Option(300, help="requests sent to each gateway"),
+    repeat: float = typer.Option(0.5, help="share of requests that repeat an earlier one"),
+    clients: int = typer.Option(8, help="concurrent clients"),
+    speed: float = typer.Option(10.0, help="the simulated GPU's speed"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Seed 004's cache experiment on the simulated GPU: hit ratio, latency of hits and misses,
+    and the GPU time the cache saves, against the same requests without it."""
+    from aps.bench import cache as mod
+    if not 0 <= repeat < 1 or requests < 1 or clients < 1 or not speed > 0:
+        console.print("[red]error:[/red] need 0 <= --repeat < 1, --requests >= 1, "
+                      "--clients >= 1 and --speed > 0")
+        raise typer.Exit(2)
+    r = mod.run(requests, repeat, clients, speed)
+    if as_json:
+        print(json.dumps(r))
+        return
+    console.print(
+        f"{r['requests']} requests ({r['distinct_prompts']} distinct, repeat {r['repeat']:g}), "
+        f"{r['clients']} clients, simulated GPU at {r['speed']:g}x: hit ratio "
+        f"{r['hit_ratio']:.1%}; hits p50 {r['hit_p50_ms']:.1f} ms, p99 {r['hit_p99_ms']:.1f} ms; "
+        f"misses p50 {r['miss_p50_ms']:.0f} ms, p99 {r['miss_p99_ms']:.0f} ms; mean latency "
+        f"{r['with_cache_mean_ms']:.0f} ms with the cache, {r['without_cache_mean_ms']:.0f} ms "
+        f"without; GPU busy {r['gpu_busy_with_cache_s']:.1f} s with, "
+        f"{r['gpu_busy_without_cache_s']:.1f} s without ({r['gpu_saved']:.1%} saved); "
+        f"{r['errors']} errors", highlight=False)
 
 
 @bench.command("serve")

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aps.core import NeverFits, Request, Scheduler, Status, Verdict
+from aps.core import NeverFits, Request, Scheduler, Verdict
 from aps.core.batching import UpstreamAdmission
-from aps.engines.cache import CachedResponse, ResponseCache, cache_key
+from aps.engines.cache import ResponseCache
 from aps.engines.upstream import UpstreamPool, UpstreamPools
 from aps.engines.upstream_http import UpstreamCall, UpstreamError
 from aps.runtime.driver import Driver
@@ -34,11 +34,9 @@ _IDLE_RECHECK_S = 0.25  # with requests waiting, look again this often (a replic
 class _Job:
     req: Request
     call: UpstreamCall
-    cache_key: str | None = None
     tried: set[str] = field(default_factory=set)  # replicas that failed it
     attempts: int = 0
     task: asyncio.Task | None = None
-    pieces: list[str] = field(default_factory=list)  # kept only when it will be cached
 
 
 class Dispatcher(Driver):
@@ -51,9 +49,9 @@ class Dispatcher(Driver):
         if not isinstance(scheduler.admission, UpstreamAdmission):
             raise ValueError("the Dispatcher drives a scheduler in upstream batch mode, "
                              f"not {scheduler.batch.mode!r}")
-        super().__init__(scheduler, clock, on_end)
+        super().__init__(scheduler, clock, on_end, cache)
         self.upstream: UpstreamAdmission = scheduler.admission
-        self.pools, self.retries, self.cache = pools, retries, cache
+        self.pools, self.retries = pools, retries
         self.num_retries = 0  # requests sent again after a failure before their first token
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task] = set()  # every request task still running
@@ -74,35 +72,10 @@ class Dispatcher(Driver):
             raise NeverFits(f"request {req.request_id}: prompt {req.prompt_tokens} + max_tokens "
                             f"{req.max_tokens} = {total} tokens is more than any upstream "
                             f"replica takes ({largest})")
-        key = None
-        if self.cache is not None:
-            key = cache_key(req.tenant_id, pool.model_name, call.chat, call.body)
-            hit = self.cache.get(key, self.now()) if key is not None else None
-            if hit is not None:
-                return Verdict(True), self._answer_from_cache(req, hit)
-        verdict, stream = super().submit(req)
-        if stream is not None:
-            self._jobs[req.request_id] = _Job(req, call, key)
+        verdict, stream = super().submit(req, call)
+        if stream is not None and req.request_id in self.sched.requests:  # queued, not cached
+            self._jobs[req.request_id] = _Job(req, call)
         return verdict, stream
-
-    def _answer_from_cache(self, req: Request, hit: CachedResponse) -> Stream:
-        """A finished request that never queued: recorded and billed like any other."""
-        now = req.arrival = self.now()
-        req.prompt_tokens, req.num_output_tokens = hit.prompt_tokens, hit.completion_tokens
-        req.num_computed_tokens = hit.prompt_tokens + hit.completion_tokens
-        req.first_scheduled = req.first_token = req.finished = now
-        req.status, req.reason = Status.FINISHED, "cached"
-        stream = Stream(req)
-        if hit.text:
-            stream.push(hit.text)
-        # soon, not now: the caller is still registering the request
-        asyncio.get_running_loop().call_soon(self._end_cached, req, stream)
-        return stream
-
-    def _end_cached(self, req: Request, stream: Stream) -> None:
-        if self._on_end is not None:  # reported before the stream ends, as in `_settle`
-            self._on_end(req)
-        stream.close()
 
     def pool_of(self, req: Request) -> UpstreamPool:
         """The pool serving the request's model (the default pool's, when it names none)."""
@@ -140,7 +113,6 @@ class Dispatcher(Driver):
     async def _serve(self, job: _Job) -> None:
         req, pool = job.req, self.pool_of(job.req)
         rid, tokens = req.request_id, req.prompt_tokens + req.max_tokens
-        stream = self._streams[rid]
         replica = pool.pick(tokens, job.call.prompt, job.tried)
         if replica is None:  # no single replica has room for it now: wait for one
             self.upstream.requeue(rid, self.now())
@@ -152,9 +124,7 @@ class Dispatcher(Driver):
             async for chunk in pool.stream(replica, job.call, req.max_tokens, req.bid):
                 if chunk.text:
                     self.upstream.progress(rid, estimate, req.num_output_tokens + 1, self.now())
-                    stream.push(chunk.text)
-                    if job.cache_key is not None:
-                        job.pieces.append(chunk.text)
+                    self._push(req, chunk.text)
                 usage = chunk.usage or usage
                 finish = chunk.finish_reason or finish
             pool.on_success(replica)
@@ -177,9 +147,6 @@ class Dispatcher(Driver):
             self.upstream.progress(req.request_id, usage.prompt_tokens or req.prompt_tokens,
                                    max(usage.completion_tokens, req.num_output_tokens), now)
         self.sched.finish(req.request_id, now, finish or "stop")
-        if job.cache_key is not None and self.cache is not None:
-            self.cache.put(job.cache_key, CachedResponse("".join(job.pieces), req.prompt_tokens,
-                                                         req.num_output_tokens, now))
 
     def _failed(self, job: _Job, url: str, exc: UpstreamError) -> None:
         req, now = job.req, self.now()

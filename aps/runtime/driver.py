@@ -12,6 +12,9 @@ Time is the monotonic clock since the driver was made, so the scheduler sees the
 as it ends (`on_end`: metrics, the usage ledger), before its stream closes: whoever reads a
 stream's end finds the end already reported. A loop that crashes fails every live request, so
 no client waits on a stream that will never end.
+
+With a response cache, a deterministic request (`temperature: 0`) whose answer is cached ends
+at once without queueing, and a finished one's answer is kept for the next.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import logging
 from typing import Callable
 
 from aps.core import Request, Scheduler, Status, Verdict
+from aps.engines.cache import CachedResponse, ResponseCache, cache_key
+from aps.engines.upstream_http import UpstreamCall
 from aps.runtime.stream import Stream
 
 
@@ -34,8 +39,11 @@ class Driver:
     name = "driver"
 
     def __init__(self, scheduler: Scheduler, clock: Callable[[], float],
-                 on_end: Callable[[Request], None] | None = None):
+                 on_end: Callable[[Request], None] | None = None,
+                 cache: ResponseCache | None = None):
         self.sched = scheduler
+        self.cache = cache
+        self._to_cache: dict[str, tuple[str, list[str]]] = {}  # request id: (key, text so far)
         self._clock, self._t0 = clock, clock()
         self._on_end = on_end
         self._streams: dict[str, Stream] = {}
@@ -57,18 +65,55 @@ class Driver:
 
     # -- requests --------------------------------------------------------------------------
 
-    def submit(self, req: Request, call: object = None) -> tuple[Verdict, Stream | None]:
-        """Queue a request. Returns the verdict and, unless it was refused, its stream.
-        (`call`, the client's body, is for drivers that forward it.)"""
+    def submit(self, req: Request, call: UpstreamCall | None = None) -> tuple[Verdict, Stream | None]:
+        """Queue a request, or answer it from the cache. Returns the verdict and, unless it was
+        refused, its stream. (`call`, the client's body: the cache's key, and what drivers that
+        forward requests send.)"""
         self._check_accepting()
+        key = None
+        if self.cache is not None and call is not None:
+            key = cache_key(req.tenant_id, req.model, call.chat, call.body)
+            hit = self.cache.get(key, self.now()) if key is not None else None
+            if hit is not None:
+                return Verdict(True), self._answer_from_cache(req, hit)
         req.arrival = self.now()
         verdict = self.sched.submit(req, req.arrival)
         if req.status is Status.REJECTED:
             self._settle()  # a refusal is reported like any other end
             return verdict, None
         stream = self._streams[req.request_id] = Stream(req)
+        if key is not None:
+            self._to_cache[req.request_id] = (key, [])
         self._wake.set()
         return verdict, stream
+
+    def _push(self, req: Request, text: str) -> None:
+        """Give the client the next piece of a request's text (kept too, if it will be cached)."""
+        stream = self._streams.get(req.request_id)
+        if stream is not None:
+            stream.push(text)
+            kept = self._to_cache.get(req.request_id)
+            if kept is not None:
+                kept[1].append(text)
+
+    def _answer_from_cache(self, req: Request, hit: CachedResponse) -> Stream:
+        """A finished request that never queued: recorded and billed like any other."""
+        now = req.arrival = self.now()
+        req.prompt_tokens, req.num_output_tokens = hit.prompt_tokens, hit.completion_tokens
+        req.num_computed_tokens = hit.prompt_tokens + hit.completion_tokens
+        req.first_scheduled = req.first_token = req.finished = now
+        req.status, req.reason = Status.FINISHED, "cached"
+        stream = Stream(req)
+        if hit.text:
+            stream.push(hit.text)
+        # soon, not now: the caller is still registering the request
+        asyncio.get_running_loop().call_soon(self._end_cached, req, stream)
+        return stream
+
+    def _end_cached(self, req: Request, stream: Stream) -> None:
+        if self._on_end is not None:  # reported before the stream ends, as in `_settle`
+            self._on_end(req)
+        stream.close()
 
     def _check_accepting(self) -> None:
         if not self.accepting:
@@ -97,6 +142,10 @@ class Driver:
                 except Exception:  # a failed report must not leave its client waiting
                     self.log.exception("reporting the end of request %s failed", req.request_id)
             self._forget(req)
+            kept = self._to_cache.pop(req.request_id, None)
+            if kept is not None and req.status is Status.FINISHED:
+                self.cache.put(kept[0], CachedResponse("".join(kept[1]), req.prompt_tokens,
+                                                       req.num_output_tokens, self.now()))
             stream = self._streams.pop(req.request_id, None)
             if stream is not None:
                 stream.close()

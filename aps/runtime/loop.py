@@ -7,6 +7,7 @@ from typing import Callable
 
 from aps.core import Request, Scheduler, Status, StepPlan
 from aps.engines import Engine, EngineError
+from aps.engines.cache import ResponseCache
 from aps.runtime.driver import Driver
 
 
@@ -16,8 +17,9 @@ class Runtime(Driver):
     def __init__(self, scheduler: Scheduler, engine: Engine,
                  clock: Callable[[], float] = time.monotonic,
                  on_end: Callable[[Request], None] | None = None,
-                 on_iteration: Callable[[StepPlan], None] | None = None):
-        super().__init__(scheduler, clock, on_end)
+                 on_iteration: Callable[[StepPlan], None] | None = None,
+                 cache: ResponseCache | None = None):
+        super().__init__(scheduler, clock, on_end, cache)
         self.engine = engine
         self._on_iteration = on_iteration  # for metrics
 
@@ -47,8 +49,7 @@ class Runtime(Driver):
             return
         for req, _ in plan.scheduled:
             text = pieces.get(req.request_id)
-            stream = self._streams.get(req.request_id)
-            if text is not None and stream is not None and req.status is Status.RUNNING:
-                stream.push(text)
+            if text is not None and req.status is Status.RUNNING:
+                self._push(req, text)
         self.sched.complete_step(plan, self.now())
         self._settle()

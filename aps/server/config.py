@@ -37,6 +37,8 @@
       - {url: http://127.0.0.1:8000, model: tiny, max_in_flight: 64, max_tokens_in_flight: 65536}
     routing: least-outstanding-tokens      # the rest: aps/server/upstream_config.py
     aliases: {gpt-4o-mini: tiny}           # a public name for a served model
+    cache: {enabled: false, ttl_s: 300, max_bytes: 67108864, bill_hits: false}  # answers to
+                             # temperature-0 requests, per tenant: docs/gateway.md
     autoscale: {min: 1, max: 8, target_queue: 8, slo_ttft_s: 2.0}  # the aps:desired_replicas
                              # signal; every field: aps/core/autoscale.py
 
@@ -63,8 +65,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
 from aps.core.autoscale import AutoscaleConfig, parse_autoscale
-from aps.server.upstream_config import (BreakerConfig, CacheConfig, Routing, TimeoutConfig,
-                                       UpstreamConfig)
+from aps.engines.cache import ResponseCache
+from aps.server.upstream_config import BreakerConfig, Routing, TimeoutConfig, UpstreamConfig
 
 
 class TenantConfig(BaseModel):
@@ -142,6 +144,20 @@ class Prices(Price):
     def for_model(self, model: str) -> tuple[float, float]:
         """Dollars per prompt token and per output token for a served model."""
         return self._models.get(model, self).per_token()
+
+
+class CacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    ttl_s: float = Field(300.0, gt=0)
+    max_bytes: int = Field(64 << 20, gt=0)
+    # A hit used no GPU: by default its ledger row costs nothing (its tokens are still counted);
+    # true bills it at the prices like a request the servers ran.
+    bill_hits: bool = False
+
+    def make(self) -> ResponseCache | None:
+        return ResponseCache(self.ttl_s, self.max_bytes) if self.enabled else None
+
 
 
 class ServerConfig(BaseModel):

@@ -30,7 +30,7 @@ from aps.server.autoscale import AutoscaleSignal
 from aps.server.budgets import Budgets
 from aps.server.config import ServerConfig
 from aps.server.errors import ApiError
-from aps.server.metrics import Metrics, StoreGauges, UpstreamGauges
+from aps.server.metrics import CacheGauges, Metrics, StoreGauges, UpstreamGauges
 from aps.server.upstream_config import make_replicas
 from aps.store import Store
 from aps.store.cluster import Cluster, StoreUnavailable
@@ -74,6 +74,9 @@ class Gateway:
         self.budgets.sched = self.sched  # (each needs the other: budgets give it their periods)
         self.metrics = Metrics(self.sched, list(self.directory.tenants))
         self.metrics.registry.register(StoreGauges(self))
+        self.cache = config.cache.make()  # None unless enabled; in front of either engine
+        if self.cache is not None:
+            self.metrics.registry.register(CacheGauges(self.cache))
         self.backend, self.driver = self._build_backend()
         unix = unix_clock(self.driver.now)  # driver time -> unix seconds
         self.ledger = Ledger(self.store, unix, bill_cached=config.cache.bill_hits)
@@ -108,13 +111,13 @@ class Gateway:
                 UpstreamPool(make_replicas(ups, config.breaker), config.routing,
                              config.health_interval_s, timeouts=config.timeouts.make())
                 for ups in by_model.values()])
-            driver = Dispatcher(self.sched, pools, config.retries, config.cache.make(),
+            driver = Dispatcher(self.sched, pools, config.retries, self.cache,
                                 on_end=self.on_end)
             self.metrics.registry.register(UpstreamGauges(driver))
             return pools, driver
         engine = SimulatedEngine(self.perf, config.speed)
         return engine, Runtime(self.sched, engine, on_end=self.on_end,
-                               on_iteration=self.metrics.on_iteration)
+                               on_iteration=self.metrics.on_iteration, cache=self.cache)
 
     # -- tenants ---------------------------------------------------------------------------
 

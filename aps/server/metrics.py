@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from aps.core import Request, Scheduler, Status, StepPlan
 from aps.core.stats import jain_index
+from aps.engines.cache import ResponseCache
 from aps.runtime import Dispatcher
 
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -130,13 +131,13 @@ class StoreGauges:
 
 
 class UpstreamGauges:
-    """Read from the pools and the cache when scraped."""
+    """Read from the pools when scraped."""
 
     def __init__(self, dispatcher: Dispatcher):
         self.d = dispatcher
 
     def collect(self):
-        pools, cache = self.d.pools, self.d.cache
+        pools = self.d.pools
         series = {
             "requests": GaugeMetricFamily("aps:upstream_num_requests_running",
                                           "Requests in flight to the replica", labels=["upstream"]),
@@ -163,10 +164,19 @@ class UpstreamGauges:
         yield CounterMetricFamily("aps:upstream_retries", "Requests sent again to another "
                                   "replica after a failure before their first token",
                                   value=self.d.num_retries)
-        if cache is not None:
-            yield CounterMetricFamily("aps:cache_hits", "Responses served from the cache",
-                                      value=cache.hits)
-            yield CounterMetricFamily("aps:cache_misses", "Cacheable requests not in the cache",
-                                      value=cache.misses)
-            yield GaugeMetricFamily("aps:cache_bytes", "Bytes held by the response cache",
-                                    value=cache.num_bytes)
+
+
+class CacheGauges:
+    """Read from the response cache when scraped (whichever engine is behind it)."""
+
+    def __init__(self, cache: ResponseCache):
+        self.cache = cache
+
+    def collect(self):
+        cache = self.cache
+        yield CounterMetricFamily("aps:cache_hits", "Responses served from the cache",
+                                  value=cache.hits)
+        yield CounterMetricFamily("aps:cache_misses", "Cacheable requests not in the cache",
+                                  value=cache.misses)
+        yield GaugeMetricFamily("aps:cache_bytes", "Bytes held by the response cache",
+                                value=cache.num_bytes)

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from aps.server import errors
 from aps.server.errors import ApiError
 
-KEYED = ("/v1/",)  # every route here needs a tenant's key
+KEYED = ("/v1/", "/generate")  # every route here needs a tenant's key
 KEY_OR_DEMO = ("/infer", "/tenants/")  # a key, or in demo mode a demo tenant named in the call
 ADMIN = "/admin"
 

@@ -17,6 +17,7 @@ def summary(gw, tenants: bool = True) -> dict:
         # wall seconds the backend had work: the simulated GPU's iterations, or some upstream
         # request in flight
         "gpu_utilization": min(1.0, gw.backend.busy_s / elapsed),
+        "gpu_busy_s": gw.backend.busy_s,
         # null until a token is served (JSON has no infinity)
         "cost_per_1m_tokens_usd": (cost_per_1m_tokens(gw.perf.price_per_hour, tokens, elapsed)
                                    if tokens else None),

@@ -9,7 +9,6 @@
     breaker: {failures: 3, cooldown_s: 10}
     timeouts: {connect_s: 5, stall_s: 30, response_s: 600}   # a dead or stalled replica
     health_interval_s: 2
-    cache: {enabled: false, ttl_s: 300, max_bytes: 67108864, bill_hits: false}
 
 With no upstreams the gateway runs the simulated GPU.
 """
@@ -20,7 +19,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aps.engines.breaker import CircuitBreaker
-from aps.engines.cache import ResponseCache
 from aps.engines.upstream import Replica, Timeouts
 
 
@@ -58,19 +56,6 @@ class TimeoutConfig(BaseModel):
 
     def make(self) -> Timeouts:
         return Timeouts(self.connect_s, self.stall_s, self.response_s)
-
-
-class CacheConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = False
-    ttl_s: float = Field(300.0, gt=0)
-    max_bytes: int = Field(64 << 20, gt=0)
-    # A hit used no GPU: by default its ledger row costs nothing (its tokens are still counted);
-    # true bills it at the prices like a request the servers ran.
-    bill_hits: bool = False
-
-    def make(self) -> ResponseCache | None:
-        return ResponseCache(self.ttl_s, self.max_bytes) if self.enabled else None
 
 
 Routing = Literal["round-robin", "least-outstanding-tokens", "prefix-affinity"]

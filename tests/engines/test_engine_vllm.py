@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
-from aps.bench import engines as local
+from aps.bench.local import engines as local
 from aps.bench import upstream as bench
-from aps.bench.processes import free_port
-from aps.bench.server import LocalServer
+from aps.bench.local.processes import free_port
+from aps.bench.local.server import LocalServer
 
 pytestmark = [
     pytest.mark.engine,

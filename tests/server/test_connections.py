@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 CONFIG = """
 speed: 20

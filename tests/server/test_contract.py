@@ -10,7 +10,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 from aps.cli import app as cli
 from aps.core import Tenant
 from aps.store import Store

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 CONFIG = """
 max_body_bytes: 20000

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 ADMIN = "admin-key-for-schemathesis-0123"
 KEYS = ["sk-schema-acme-0123456789", "sk-schema-beta-0123456789"]
@@ -28,7 +28,8 @@ tenants:
   - {{id: schema-beta-tenant, keys: [{KEYS[1]}], bid: 2, token_rate: 5, token_burst: 400}}
 """
 OPERATIONS = [
-    ("POST", "/infer"), ("GET", "/health"), ("GET", "/tenants/{tenant_id}/status"),
+    ("POST", "/infer"), ("POST", "/generate"), ("GET", "/health"),
+    ("GET", "/tenants/{tenant_id}/status"),
     ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"),
     ("GET", "/metrics"),
     ("GET", "/admin/tenants"), ("GET", "/admin/tenants/{tenant_id}"),

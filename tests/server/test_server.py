@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 CONFIG = """
 speed: 50

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 from aps.core import ConfigError
 from aps.server.config import load_config
 

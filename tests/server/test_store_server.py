@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aps.cli import app as cli
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 from aps.core import Tenant
 from aps.store import Store
 from aps.store.sqlite import key_label

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 
 UPSTREAM = """
 speed: {speed}

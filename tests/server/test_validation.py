@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 from aps.cli import app as cli
 from aps.core import ConfigError, Tenant
 from aps.server import errors

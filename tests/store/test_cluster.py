@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from aps.bench.server import LocalServer
+from aps.bench.local.server import LocalServer
 from aps.core import OverLimit, Request, Tenant, make_policy
 from aps.store.cluster import Cluster
 from aps.store.redis import RedisStore

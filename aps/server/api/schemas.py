@@ -24,6 +24,13 @@ class InferBody(_Open):
     model: str | None = None                                         # max_bid: lowered to it
 
 
+class GenerateBody(_Open):
+    """Seed 004's API: a prompt, decoded greedily, so its answer may come from the cache."""
+    prompt: str
+    max_tokens: int = Field(128, ge=1, le=MAX_TOKENS, strict=True)
+    model: str | None = None
+
+
 class StreamOptions(_Open):
     include_usage: bool = Field(False, strict=True)
 

@@ -1,10 +1,12 @@
-"""The seeds' API: `/infer`, `/health`, `/tenants/{id}/status`."""
+"""The seeds' API: `/infer`, `/generate` (seed 004's, with its cache), `/health`,
+`/tenants/{id}/status`."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Header, Request as HttpRequest
 
 from aps.server.api.client import max_queue_s
-from aps.server.api.schemas import InferBody
+from aps.engines.upstream_http import UpstreamCall
+from aps.server.api.schemas import GenerateBody, InferBody
 from aps.server.errors import ApiError
 from aps.server.gateway import Ask
 
@@ -25,6 +27,24 @@ async def infer(body: InferBody, http: HttpRequest, authorization: str | None = 
             "prompt_tokens": req.prompt_tokens, "completion_tokens": req.num_output_tokens,
             "queue_ms": _ms(req.queue_time), "ttft_ms": _ms(req.ttft), "latency_ms": _ms(req.e2e),
             "effective_priority": req.bid + alpha * (req.queue_time or 0.0)}
+
+
+@router.post("/generate")
+async def generate(body: GenerateBody, http: HttpRequest, authorization: str | None = Header(None),
+                   x_aps_max_queue_seconds: str | None = Header(None)):
+    """Greedy decoding (temperature 0): with `cache: {enabled: true}` a repeated prompt is
+    answered from the response cache, on the simulated GPU as in front of upstream servers."""
+    gw = http.app.state.gateway
+    caller = gw.caller(authorization)
+    call = UpstreamCall(False, {"prompt": body.prompt, "max_tokens": body.max_tokens,
+                                "temperature": 0}, body.prompt)
+    req, stream = await gw.submit(caller, Ask(body.prompt, body.max_tokens, None, body.model,
+                                              max_queue_s(x_aps_max_queue_seconds), "gen", call))
+    text = await gw.collect(http, req, stream)
+    return {"request_id": req.request_id, "model": req.model, "text": text,
+            "cached": req.reason == "cached", "prompt_tokens": req.prompt_tokens,
+            "completion_tokens": req.num_output_tokens, "queue_ms": _ms(req.queue_time),
+            "ttft_ms": _ms(req.ttft), "latency_ms": _ms(req.e2e)}
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from aps.bench.processes import free_port
+from aps.bench.local.processes import free_port
 
 INSTALL = "redis-server is not installed: `apt-get install -y redis-server`"
 

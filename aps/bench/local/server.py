@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from aps.bench.processes import free_port
+from aps.bench.local.processes import free_port
 
 
 class LocalServer:

@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 from typing import Mapping, Sequence
 
-from aps.bench.processes import HOST, EngineStartError, LocalProcess
+from aps.bench.local.processes import HOST, EngineStartError, LocalProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINES_DIR = REPO_ROOT / ".engines"
