@@ -91,6 +91,9 @@ class RooflineModel:
     name: str = ""
     _s: _Shard = field(init=False, repr=False)
     _terms: dict[int, DecodeTerms] = field(default_factory=dict, init=False, repr=False)
+    # useful FLOPs per token (GEMMs), per sampled token (logits) and per attention pair:
+    # fixed for the model, and the simulator asks for them at every iteration
+    _flops: tuple[float, float, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         m, tp = self.model, self.tp
@@ -103,6 +106,8 @@ class RooflineModel:
         if not self.name:
             self.name = f"{m.name}@{self.gpu.name}" + (f"x{tp}" if tp > 1 else "")
         self._s = _shard(m, self.gpu, tp, self.iteration_overhead_s)
+        self._flops = (2.0 * m.num_layers * m.layer_linear_params,
+                       2.0 * m.vocab_size * m.hidden_size, 4.0 * m.num_layers * m.q_dim)
 
     # -- GEMMs (the calibrated part) -------------------------------------------------------
 
@@ -179,11 +184,10 @@ class RooflineModel:
 
     def iteration_flops(self, shape: BatchShape) -> float:
         """Useful FLOPs of the whole group (unpadded): GEMMs, sampled logits, attention."""
-        m = self.model
+        per_token, per_sampled, per_pair = self._flops
         pairs = shape.prefill_attn_pairs + shape.decode_ctx_sum
-        linear = 2.0 * shape.num_tokens * m.num_layers * m.layer_linear_params
-        logits = 2.0 * shape.num_decode * m.vocab_size * m.hidden_size
-        return linear + logits + 4.0 * m.num_layers * m.q_dim * pairs
+        return (per_token * shape.num_tokens + per_sampled * shape.num_decode
+                + per_pair * pairs)
 
     def iteration_bytes(self, shape: BatchShape) -> float:
         """HBM bytes the group moves at least: weights once, KV entries read and written."""

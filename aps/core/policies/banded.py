@@ -15,6 +15,8 @@ class Banded:
     def __init__(self, main: Policy):
         self.main, self.spare = main, Fifo()
         self.name = main.name
+        # demoted service counts too; bound once: it runs per request per iteration
+        self.note_progress = main.note_progress
 
     def push(self, req: Request) -> None:
         (self.spare if req.demoted else self.main).push(req)
@@ -31,9 +33,6 @@ class Banded:
 
     def __len__(self) -> int:
         return len(self.main) + len(self.spare)
-
-    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
-        self.main.note_progress(req, prefill_tokens, decode_tokens)  # demoted service counts too
 
     def add_service(self, tenant: str, cost: float) -> None:
         add_service(self.main, tenant, cost)

@@ -15,6 +15,8 @@ from aps.core.request import Request
 class ByModel:
     def __init__(self, first: Policy):
         self._first = first  # the prototype every model's queue is a sibling of
+        # the queues share their counters, so any of them counts service for all
+        self.note_progress = first.note_progress
         self.name = first.name
         self.parts: dict[str, Policy] = {}
         self._len = 0
@@ -50,9 +52,6 @@ class ByModel:
 
     def __len__(self) -> int:
         return self._len
-
-    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
-        self.part(req.model).note_progress(req, prefill_tokens, decode_tokens)
 
     def add_service(self, tenant: str, cost: float) -> None:
         add_service(self._first, tenant, cost)  # the counters are shared: once is enough

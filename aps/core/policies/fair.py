@@ -157,6 +157,7 @@ class ClassThenVtc(Partitioned):
         # does the counting for note_progress; the classes share its counters and charges
         self._any = VirtualTokenCounter(weights, w_in, w_out, self.counters, charged)
         self._make = self._any.sibling
+        self.note_progress = self._any.note_progress  # bound once: per request per iteration
 
     def sibling(self) -> "ClassThenVtc":
         return ClassThenVtc(*self._args, self.counters, self._any.charged)
@@ -188,9 +189,6 @@ class ClassThenVtc(Partitioned):
 
     def _key_of(self, req: Request) -> int:
         return req.bid
-
-    def note_progress(self, req: Request, prefill_tokens: int, decode_tokens: int) -> None:
-        self._any.note_progress(req, prefill_tokens, decode_tokens)
 
     @property
     def charged(self) -> dict[str, float]:
