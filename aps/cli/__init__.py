@@ -180,6 +180,41 @@ def bench_sim_command(
     console.print(table)
 
 
+@bench.command("fidelity")
+def bench_fidelity_command(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """The simulator against published measurements of A100s and H100s: each row's measured
+    and simulated figure, the signed error and its source."""
+    from aps.bench import fidelity as mod
+    rows = mod.run()
+    if as_json:
+        print(json.dumps({"rows": rows}))
+        return
+    fmt = lambda v: f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
+    table = Table(title="simulated vs measured (published runs; error = simulated / measured - 1)")
+    for col in ("row", "model on GPU, engine", "load", "metric", "measured", "simulated", "error"):
+        table.add_column(col, justify="left" if col in ("row", "model on GPU, engine", "load",
+                                                        "metric") else "right")
+    for r in rows:
+        tp = f" x{r['tp']}" if r["tp"] > 1 else ""
+        table.add_row(r["key"], f"{r['model']} on {r['gpu']}{tp}, {r['engine']}", r["config"],
+                      f"{r['metric']} ({r['unit']})", fmt(r["measured"]), fmt(r["simulated"]),
+                      f"{r['error_pct']:+.1f}%")
+    console.print(table)
+    within = sum(abs(r["error_pct"]) <= 15 for r in rows)
+    console.print(f"{within} of {len(rows)} rows within 15%. Notes:", highlight=False)
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        if r["note"]:
+            notes.setdefault(r["note"], []).append(r["key"])
+    for note, keys in notes.items():
+        console.print(f"- {', '.join(keys)}: {note}.", markup=False, highlight=False)
+    console.print("Sources:", highlight=False)
+    for source in dict.fromkeys(r["source"] for r in rows):
+        console.print(f"- {source}", markup=False, highlight=False)
+
+
 @bench.command("policy")
 def bench_policy_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
