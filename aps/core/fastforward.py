@@ -91,14 +91,25 @@ def advance_decode(sched: Scheduler, k: int, now: float) -> None:
     """Account the decode-only plan just made and the `k - 1` identical iterations after it
     (`1 <= k <= decode_horizon(sched, plan)`), the last of them ending at `now`. Requests that
     finish are reported by `sched.pop_ended()`; `complete_step` must not also be called."""
-    note, service, kv = sched.policy.note_progress, sched.service_tokens, sched.kv
+    kv = sched.kv
+    allocate, blocks, block_size = kv.allocate, kv.blocks.get, kv.block_size
     finished: list[Request] = []
+    # service is linear in tokens: each tenant's is noted once, for all its requests
+    per_tenant: dict[str, list] = {}
     for req in sched.running:
-        kv.allocate(req.request_id, req.num_computed_tokens + k)
+        if req.num_computed_tokens + k > blocks(req.request_id, 0) * block_size:
+            allocate(req.request_id, req.num_computed_tokens + k)
         req.num_computed_tokens += k
         req.num_output_tokens += k
-        note(req, 0, k)
-        service[req.tenant_id] += k
+        mine = per_tenant.get(req.tenant_id)
+        if mine is None:
+            per_tenant[req.tenant_id] = [req, k]
+        else:
+            mine[1] += k
         if req.num_output_tokens >= req.max_tokens:
             finished.append(req)
+    note, service = sched.policy.note_progress, sched.service_tokens
+    for tenant, (req, tokens) in per_tenant.items():
+        note(req, 0, tokens)
+        service[tenant] += tokens
     sched.finish_all(finished, now)

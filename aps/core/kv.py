@@ -22,6 +22,7 @@ class BlockManager:
         self.block_size = block_size
         self.num_free_blocks = num_blocks
         self._held: dict[str, int] = {}
+        self.blocks = self._held  # request id -> blocks held: read it; change it by allocate/free
 
     @property
     def capacity_tokens(self) -> int:
@@ -59,13 +60,15 @@ class BlockManager:
 
     def allocate(self, request_id: str, num_tokens: int) -> None:
         """Grow the request's share to cover `num_tokens` tokens in total."""
-        extra = self.blocks_needed(request_id, num_tokens)
+        held = self._held.get(request_id, 0)
+        extra = -(-num_tokens // self.block_size) - held
+        if extra <= 0:
+            return
         if extra > self.num_free_blocks:
             raise MemoryError(f"KV cache full: {request_id} needs {extra} blocks, "
                               f"{self.num_free_blocks} free")
-        if extra:
-            self.num_free_blocks -= extra
-            self._held[request_id] = self._held.get(request_id, 0) + extra
+        self.num_free_blocks -= extra
+        self._held[request_id] = held + extra
 
     def free(self, request_id: str) -> int:
         """Release everything the request holds; returns the number of blocks freed."""

@@ -279,8 +279,10 @@ class Scheduler:
         finishes at `max_tokens`, or earlier if `stopped(req)` says so (an EOS from a real
         engine). Requests cancelled while the iteration ran are skipped.
         """
-        note, service = self.policy.note_progress, self.service_tokens
         finished: list[Request] = []
+        # service is linear in tokens: each tenant's is noted once per step, for all its
+        # requests (per tenant: a request, prefill tokens, decode tokens, tokens computed)
+        per_tenant: dict[str, list] = {}
         for req, n in plan.scheduled:
             if req.status is not RUNNING:
                 continue
@@ -292,10 +294,19 @@ class Scheduler:
                 req.num_output_tokens += 1
                 if req.first_token is None:
                     req.first_token = now
-            note(req, prefill, 1 if sampled else 0)
-            service[req.tenant_id] += n
+            mine = per_tenant.get(req.tenant_id)
+            if mine is None:
+                per_tenant[req.tenant_id] = [req, prefill, sampled, n]
+            else:
+                mine[1] += prefill
+                mine[2] += sampled
+                mine[3] += n
             if sampled and (req.num_output_tokens >= req.max_tokens or (stopped and stopped(req))):
                 finished.append(req)
+        note, service = self.policy.note_progress, self.service_tokens
+        for tenant, (req, prefill, decoded, computed) in per_tenant.items():
+            note(req, prefill, decoded)
+            service[tenant] += computed
         self.finish_all(finished, now)
 
     def finish_all(self, finished: list[Request], now: float) -> None:

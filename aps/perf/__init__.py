@@ -12,6 +12,7 @@ from aps.perf.base import (
     DecodeTerms,
     PerfModel,
     cost_per_1m_tokens,
+    decode_iters_within,
     decode_run_time,
     decode_time,
 )
@@ -36,7 +37,7 @@ __all__ = [
     "SeedModel",
     "UnknownSpecError",
     "cost_per_1m_tokens",
-    "decode_run_time",
+    "decode_iters_within", "decode_run_time",
     "decode_time",
     "get_gpu",
     "get_model",

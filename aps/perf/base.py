@@ -5,6 +5,7 @@ Units everywhere: seconds, FLOPs, bytes, tokens, US dollars.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -110,6 +111,56 @@ def decode_run_time(terms: DecodeTerms, ctx_sum: float, num_decode: int, iters: 
         a, b = (c_a, c_b) if use_c else (m_a, m_b)
         total += _line_sum(a, b, lo, iters)
     return total
+
+
+def decode_iters_within(terms: DecodeTerms, ctx_sum: float, num_decode: int, start: float,
+                        end: float, upper: int) -> int:
+    """The most decode iterations (<= `upper`) of a fixed batch that, begun at `start`, end
+    by `end`: the n with `start + decode_run_time(..., n) <= end`, in O(1).
+
+    The time per iteration is the larger of two lines in the iteration index, and the larger
+    one changes at most once: the sum is one quadratic in n before that point and another
+    after, each solved for n. The answer is then checked against `decode_run_time` itself
+    (a step or two, for rounding), so it is what a search over n would find.
+    """
+    def fits(n: int) -> bool:
+        return start + decode_run_time(terms, ctx_sum, num_decode, n) <= end
+    if upper <= 0 or not fits(1):
+        return 0
+    if fits(upper):
+        return upper
+    cb, cpc, mb, mpc = terms
+    d = float(num_decode)
+    c, m = (cb + cpc * ctx_sum, cpc * d), (mb + mpc * ctx_sum, mpc * d)  # (a, b): a + b*j
+    budget = end - start
+    first, second = (c, m) if c[0] >= m[0] else (m, c)  # the larger at j = 0, then the other
+    split = 0  # the first j where `second` is the larger
+    if second[1] > first[1]:
+        split = int((first[0] - second[0]) / (second[1] - first[1])) + 1
+    if split <= 0 or split >= upper:  # `first` is the larger all the way
+        n = _line_count(*first, budget)
+    else:
+        used = _line_sum(*first, 0, split)
+        if used >= budget:
+            n = _line_count(*first, budget)
+        else:
+            a, b = second
+            n = split + _line_count(a + b * split, b, budget - used)
+    n = max(1, min(upper - 1, n))
+    while n > 1 and not fits(n):
+        n -= 1
+    while n < upper - 1 and fits(n + 1):
+        n += 1
+    return n
+
+
+def _line_count(a: float, b: float, budget: float) -> int:
+    """The largest n with sum_{j<n} (a + b*j) <= budget (a > 0, b >= 0)."""
+    if b <= 0:
+        return int(budget // a) if a > 0 else 1 << 62
+    # a*n + b*n*(n-1)/2 <= budget  <=>  (b/2) n^2 + (a - b/2) n - budget <= 0
+    half = b / 2
+    return int((-(a - half) + math.sqrt((a - half) ** 2 + 4 * half * budget)) / (2 * half))
 
 
 def _line_sum(a: float, b: float, lo: int, hi: int) -> float:

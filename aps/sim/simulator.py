@@ -25,7 +25,7 @@ from typing import Callable
 from aps.core import BatchConfig, Request, Scheduler
 from aps.core.autoscale import AutoscaleConfig
 from aps.core.fastforward import advance_decode, decode_horizon
-from aps.perf import BatchShape
+from aps.perf import BatchShape, decode_iters_within
 from aps.sim.events import Event
 from aps.sim.recorder import Recorder
 from aps.sim.replica import Replica, decode_run
@@ -201,19 +201,12 @@ class Simulation:
               horizon: float) -> tuple[int, float, float]:
         """The most decode iterations (<= k) that end no later than `horizon`, the next event
         from outside the replica (an arrival, a throttled request's release)."""
-        seconds, flops = decode_run(self.perf, shape, k)
-        if now + seconds <= horizon:
-            return k, seconds, flops
-        lo, hi = 1, k - 1  # largest j whose end <= horizon; 1 if even one passes it
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if now + decode_run(self.perf, shape, mid)[0] <= horizon:
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo == 1:
+        d = shape.num_decode
+        j = decode_iters_within(self.perf.decode_terms(d), shape.decode_ctx_sum, d, now,
+                                horizon, k)
+        if j <= 1:
             return 1, 0.0, 0.0
-        return (lo, *decode_run(self.perf, shape, lo))
+        return (j, *decode_run(self.perf, shape, j))
 
     def _end_iteration(self, replica: Replica, t: float) -> None:
         plan, replica.plan = replica.plan, None

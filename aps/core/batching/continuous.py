@@ -27,6 +27,7 @@ class ContinuousBatching(Admission):
         s = self.sched
         kv, budget = s.kv, s.batch.max_num_batched_tokens
         scheduled = plan.scheduled
+        blocks, block_size = kv.blocks.get, kv.block_size
         for req in list(s.running):
             if budget == 0:
                 break
@@ -35,7 +36,9 @@ class ContinuousBatching(Admission):
             pending = req.prompt_tokens + req.num_output_tokens - req.num_computed_tokens
             n = pending if pending < budget else budget
             target = req.num_computed_tokens + n
-            if not kv.try_allocate(req.request_id, target):
+            # most steps need no new block: only a request that crosses one asks the manager
+            if target > blocks(req.request_id, 0) * block_size and \
+                    not kv.try_allocate(req.request_id, target):
                 if not self._make_room(req, target, plan):
                     continue  # req itself was preempted
                 kv.allocate(req.request_id, target)

@@ -1,7 +1,8 @@
 """Queue policies: the order in which waiting requests are admitted.
 
 Every policy is a `Policy`: push, pop, peek, remove, len, plus `note_progress` (service a
-tenant actually received, for fair share), `rank` (a sort key, lower runs first: priority
+tenant actually received, for fair share; linear in the tokens, so the tokens of several of a
+tenant's requests may be noted through any one of them), `rank` (a sort key, lower runs first: priority
 preemption compares a waiting request with running ones by it) and `preempt_key` (when KV
 memory runs out, the running request with the largest key is preempted).
 
