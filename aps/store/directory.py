@@ -1,12 +1,12 @@
-"""Who may call: the tenants and live API keys of the store, kept in memory and reloaded when
-the database changes (the CLI or another gateway replica wrote to it)."""
+"""Who may call: the tenants and live API keys of the store, kept in memory and read again when
+the database changes (the CLI, the admin API or another gateway replica wrote to it)."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
 from aps.core import Tenant
-from aps.store.sqlite import KeyInfo, Store, hash_key
+from aps.store.base import KeyInfo, Snapshot, SqlStore, hash_key
 
 log = logging.getLogger("aps.tenants")
 
@@ -26,16 +26,10 @@ class Directory:
     """`seed` fills an empty database (`demo`: with the demo tenants, which may then be called
     without a key: no other tenant ever may)."""
 
-    def __init__(self, store: Store, seed: list[tuple[Tenant, list[str]]], demo: bool = False):
+    def __init__(self, store: SqlStore, seed: list[tuple[Tenant, list[str]]], demo: bool = False):
         self.store = store
-        if not store.tenants():
-            for tenant, keys in seed:
-                store.put_tenant(tenant)
-                for key in keys:
-                    store.create_key(tenant.tenant_id, key)
-            if demo:
-                store.mark_demo(t.tenant_id for t, _ in seed)
-            log.info("empty database %s: created %stenants %s", store.path,
+        if store.seed(seed, demo):
+            log.info("empty database %s: created %stenants %s", store.where,
                      "the demo " if demo else "", ", ".join(t.tenant_id for t, _ in seed))
         self.tenants: dict[str, Tenant] = {}
         self.demo_tenants: set[str] = set()
@@ -55,16 +49,25 @@ class Directory:
         return Caller(found.tenant_id, found.prefix, found.expires_at, found.models, found.max_bid)
 
     def changed(self) -> bool:
-        """Whether another connection has written since the last reload."""
+        """Whether tenants or keys may have changed since the last reload."""
         return self.store.data_version() != self._version
 
     def reload(self) -> list[Tenant]:
         """Read tenants and keys again. Returns the tenants added or changed (a removed
         tenant's keys are gone from the table: nothing else to do)."""
-        self._version = self.store.data_version()
-        tenants = {t.tenant_id: t for t in self.store.tenants()}
-        self._keys = self.store.key_table()
-        self.demo_tenants = self.store.demo_tenants()
+        return self.apply(self.store.snapshot())
+
+    async def refresh(self) -> list[Tenant] | None:
+        """Reload if the database changed, reading it off the event loop where the store
+        needs that; None if nothing changed."""
+        if not await self.store.run(self.changed):
+            return None
+        return self.apply(await self.store.run(self.store.snapshot))
+
+    def apply(self, snapshot: Snapshot) -> list[Tenant]:
+        self._version = snapshot.version
+        tenants = {t.tenant_id: t for t in snapshot.tenants}
+        self._keys, self.demo_tenants = snapshot.keys, snapshot.demo
         changed = [t for t in tenants.values() if self.tenants.get(t.tenant_id) != t]
         removed = [tid for tid in self.tenants if tid not in tenants]
         first, self.tenants = not self.tenants, tenants

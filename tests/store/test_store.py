@@ -1,4 +1,5 @@
-"""The SQLite store: tenants, hashed keys, the ledger, migrations, export and replay."""
+"""The store, SQLite's and PostgreSQL's alike: tenants, hashed keys, the ledger, the CLI on
+either; SQLite's migrations; export and replay."""
 import json
 import sqlite3
 
@@ -8,9 +9,30 @@ from aps.store.sqlite import key_label
 
 from aps.core import ConfigError, OverLimit, Tenant
 from aps.workload.scenarios import load_scenario
-from aps.store import Store, StoreError, hash_key
+from aps.store import Store, StoreError, hash_key, open_store
 from aps.store import sqlite as store_sqlite
 from aps.store.export import parse_time, usage_csv, write_trace
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Where a store keeps its data: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "a.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def opened(database):
+    """Opens stores on `database` (a second one reads what the first wrote); closes them."""
+    stores = []
+
+    def open_one():
+        stores.append(open_store(database))
+        return stores[-1]
+    yield open_one
+    for store in stores:
+        store.close()
 
 
 def row(rid, tenant="a", arrival=100.0, prompt=10, out=5, status="finished", finished=None):
@@ -18,8 +40,8 @@ def row(rid, tenant="a", arrival=100.0, prompt=10, out=5, status="finished", fin
             finished or arrival + 1, prompt, out, status, "", 0.001)
 
 
-def test_tenants_round_trip_and_partial_updates(tmp_path):
-    s = Store(tmp_path / "a.db")
+def test_tenants_round_trip_and_partial_updates(opened):
+    s = opened()
     assert s.put_tenant(Tenant("a", weight=2, bid=9, token_rate=10, over_limit="demote"))
     assert not s.put_tenant(Tenant("a", weight=3))  # replaced, not added
     assert s.tenant("a") == Tenant("a", weight=3)
@@ -31,14 +53,20 @@ def test_tenants_round_trip_and_partial_updates(tmp_path):
     with pytest.raises(ConfigError, match="bid must be a whole number from 1 to 10"):
         s.update_tenant("a", bid=11)
     assert s.tenant("a").bid == 5  # a refused change changes nothing
-    assert Store(tmp_path / "a.db").tenants() == s.tenants()  # on disk
+    assert opened().tenants() == s.tenants()  # stored
+    with pytest.raises(ConfigError, match="NUL"):
+        s.put_tenant(Tenant("nul\x00id"))
+    assert s.tenant("nul\x00id") is None and s.usage("nul\x00id") == []
 
 
-def test_keys_are_stored_only_as_hashes_and_revocation_is_precise(tmp_path):
-    s = Store(tmp_path / "a.db")
+def test_keys_are_stored_only_as_hashes_and_revocation_is_precise(opened, database):
+    s = opened()
     s.put_tenant(Tenant("a"))
     key = s.create_key("a")
-    raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
+    if database.endswith(".db"):  # every byte of the file
+        raw = open(database, "rb").read() + open(database + "-wal", "rb").read()
+    else:  # every value of the table
+        raw = json.dumps(s._read("SELECT * FROM api_keys"), default=str).encode()
     assert key.encode() not in raw and hash_key(key).encode() in raw
     assert [(k.tenant_id, k.prefix) for k in s.key_table().values()] == [("a", key_label(key))]
     assert list(s.key_table()) == [hash_key(key)]
@@ -57,11 +85,11 @@ def test_keys_are_stored_only_as_hashes_and_revocation_is_precise(tmp_path):
     assert s.keys() == [] and s.key_table() == {}
 
 
-def test_ledger_rows_survive_and_filter_by_tenant_and_time(tmp_path):
-    s = Store(tmp_path / "a.db")
+def test_ledger_rows_survive_and_filter_by_tenant_and_time(opened):
+    s = opened()
     s.record([row("r1", "a", 100), row("r2", "b", 200), row("r3", "a", 300, status="failed")])
     s.close()
-    s = Store(tmp_path / "a.db")
+    s = opened()
     assert [r["request_id"] for r in s.usage("a")] == ["r1", "r3"]
     assert [r["request_id"] for r in s.usage(since=150, until=301)] == ["r2"]
     totals = {r["tenant_id"]: r for r in s.usage_totals()}
@@ -70,6 +98,8 @@ def test_ledger_rows_survive_and_filter_by_tenant_and_time(tmp_path):
     text = usage_csv(s.usage())
     assert text.splitlines()[0].startswith("request_id,tenant_id,key_prefix,model")
     assert len(text.splitlines()) == 4
+    assert s.spend("a") == pytest.approx(0.002) and s.spend("a", since=250) == pytest.approx(0.001)
+    assert [r["request_id"] for r in s.usage(limit=2)] == ["r1", "r2"]
 
 
 def test_migrations_upgrade_in_place_and_refuse_a_newer_schema(tmp_path, monkeypatch):
@@ -148,11 +178,11 @@ def test_export_writes_a_trace_and_a_scenario_the_simulator_replays(tmp_path):
         write_trace(rows[2:], tmp_path / "none.csv", tenants)
 
 
-def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path):
+def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path, database, opened):
     from typer.testing import CliRunner
 
     from aps.cli import app
-    db = ["--db", str(tmp_path / "ops.db")]
+    db = ["--db", database]
     run = CliRunner().invoke
     added = run(app, ["tenants", "add", "acme", "--bid", "8", "--token-rate", "100", *db])
     assert added.exit_code == 0 and added.output.strip().splitlines()[-1].startswith("sk-aps-")
@@ -162,13 +192,16 @@ def test_cli_manages_tenants_and_keys_and_exports_the_ledger(tmp_path):
     assert [(t["id"], t["bid"], t["token_rate"]) for t in json.loads(listed.output)] == [
         ("acme", 8, 100)]
     assert run(app, ["tenants", "set", "acme", "--unlimited", "token_rate", *db]).exit_code == 0
-    assert Store(tmp_path / "ops.db").tenant("acme").token_rate is None
+    assert opened().tenant("acme").token_rate is None
     assert run(app, ["tenants", "set", "acme", *db]).exit_code == 2  # nothing to change
     second = run(app, ["keys", "create", "acme", *db]).output.strip().splitlines()[-1]
     keys = run(app, ["keys", "list", *db]).output
     assert key_label(second) in keys and keys.count("acme") == 2
     assert run(app, ["keys", "create", "ghost", *db]).exit_code == 2
-    Store(tmp_path / "ops.db").record([row("r1", "acme", 50.0, prompt=9, out=4)])
+    opened().record([row("r1", "acme", 50.0, prompt=9, out=4)])
+    totals = run(app, ["usage", *db])
+    assert totals.exit_code == 0 and "acme" in totals.output
+    assert ",acme," in run(app, ["usage", "--csv", "--tenant", "acme", *db]).output
     exported = run(app, ["usage", "export", "--trace", str(tmp_path / "t.yaml"), *db])
     assert exported.exit_code == 0 and "aps simulate" in exported.output
     assert load_scenario(tmp_path / "t.yaml").workload.tenants[0].tenant_id == "acme"
