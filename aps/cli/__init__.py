@@ -289,7 +289,8 @@ def bench_store_command(
                                              "127.0.0.1 for the run)"),
     rows: int = typer.Option(20_000, help="ledger rows to write"),
 ) -> None:
-    """Ledger writes/s with SQLite; added latency and admissions/s of the Redis path."""
+    """The ledger in SQLite and PostgreSQL (rows/s, group-commit wait); the Redis path's added
+    latency and admissions/s."""
     from aps.bench import store as bench_store
     result = bench_store.run(redis_url, rows)
     if as_json:

@@ -1,5 +1,6 @@
-"""`aps tenants|keys|usage`: the operator's commands, on the same database file the gateway
-uses (`--db`, or APS_DB). A running gateway picks the changes up within `store.reload_s`."""
+"""`aps tenants|keys|usage`: the operator's commands, on the same database the gateway uses
+(`--db`: a SQLite file or a postgresql:// URL; or APS_DATABASE_URL, APS_DB). Running gateways
+pick the changes up within `store.reload_s`, on every host sharing a PostgreSQL database."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from aps.core import ConfigError, OverLimit, Tenant
 from aps.core.periods import period_bounds
-from aps.store import Store, StoreError
+from aps.store import SqlStore, StoreError, is_url, open_store
 from aps.store.export import parse_time, usage_csv, write_trace
 
 tenants = typer.Typer(help="Add, list, change and remove tenants.", no_args_is_help=True)
@@ -22,13 +23,19 @@ usage = typer.Typer(help="The usage ledger: one row per ended request.",
                     invoke_without_command=True)
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
-DB = typer.Option("aps.db", "--db", envvar="APS_DB", help="the database file (also APS_DB)")
+DB = typer.Option("aps.db", "--db", envvar=["APS_DATABASE_URL", "APS_DB"],
+                  help="the database: a SQLite file, or a postgresql://user@host/db URL (also "
+                       "APS_DATABASE_URL, APS_DB)", show_envvar=False)
 
 
-def _open(db: str) -> Store:
-    if db != ":memory:" and not Path(db).exists():
+def _open(db: str) -> SqlStore:
+    """The store, to use in a `with` block (a PostgreSQL store holds a connection pool)."""
+    if not is_url(db) and db != ":memory:" and not Path(db).exists():
         console.print(f"[yellow]note:[/yellow] {db} does not exist yet: creating it")
-    return Store(db)
+    try:
+        return open_store(db)
+    except StoreError as exc:
+        _fail(exc)
 
 
 def _fail(exc: Exception) -> None:
@@ -77,16 +84,16 @@ def tenants_add(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
             budget_usd=budget_usd, budget_period=budget_period, over_budget=over_budget))
     except (ConfigError, ValueError) as exc:
         _fail(exc)
-    store = _open(db)
-    if store.tenant(tenant_id) is not None:
-        _fail(StoreError(f"tenant {tenant_id!r} exists: use `aps tenants set`"))
-    try:
-        store.put_tenant(tenant)
-    except ConfigError as exc:
-        _fail(exc)
-    console.print(f"added tenant {tenant_id}")
-    if key:
-        _print_key(tenant_id, store.create_key(tenant_id))
+    with _open(db) as store:
+        if store.tenant(tenant_id) is not None:
+            _fail(StoreError(f"tenant {tenant_id!r} exists: use `aps tenants set`"))
+        try:
+            store.put_tenant(tenant)
+        except ConfigError as exc:
+            _fail(exc)
+        console.print(f"added tenant {tenant_id}")
+        if key:
+            _print_key(tenant_id, store.create_key(tenant_id))
 
 
 @tenants.command("set")
@@ -114,10 +121,11 @@ def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
             changes[name.replace("rate", "burst")] = None
     if not changes:
         _fail(ConfigError("nothing to change: give at least one option"))
-    try:
-        tenant = _open(db).update_tenant(tenant_id, **changes)
-    except (StoreError, ConfigError) as exc:
-        _fail(exc)
+    with _open(db) as store:
+        try:
+            tenant = store.update_tenant(tenant_id, **changes)
+        except (StoreError, ConfigError) as exc:
+            _fail(exc)
     shown = {k: getattr(tenant, k) for k in changes}
     console.print(f"tenant {tenant_id}: " + ", ".join(
         f"{k}={getattr(v, 'value', v)}" for k, v in shown.items()))
@@ -126,9 +134,9 @@ def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
 @tenants.command("list")
 def tenants_list(as_json: bool = typer.Option(False, "--json"), db: str = DB) -> None:
     """The tenants and their limits."""
-    store = _open(db)
-    rows = store.tenants()
-    spent = {t.tenant_id: _period_spend(store, t) for t in rows}
+    with _open(db) as store:
+        rows = store.tenants()
+        spent = {t.tenant_id: _period_spend(store, t) for t in rows}
     if as_json:
         from aps.server.api.admin import tenant_json
         print(json.dumps([{**tenant_json(t), "spent_usd": spent[t.tenant_id]} for t in rows],
@@ -145,7 +153,7 @@ def tenants_list(as_json: bool = typer.Option(False, "--json"), db: str = DB) ->
     console.print(table)
 
 
-def _period_spend(store: Store, tenant: Tenant) -> float:
+def _period_spend(store: SqlStore, tenant: Tenant) -> float:
     """What the ledger billed the tenant in its budget's current period (a month without a
     budget)."""
     start, _ = period_bounds(tenant.budget_period, time.time())
@@ -155,8 +163,9 @@ def _period_spend(store: Store, tenant: Tenant) -> float:
 @tenants.command("remove")
 def tenants_remove(tenant_id: str, db: str = DB) -> None:
     """Remove a tenant and revoke its keys; its usage rows stay."""
-    if not _open(db).remove_tenant(tenant_id):
-        _fail(StoreError(f"unknown tenant {tenant_id!r}"))
+    with _open(db) as store:
+        if not store.remove_tenant(tenant_id):
+            _fail(StoreError(f"unknown tenant {tenant_id!r}"))
     console.print(f"removed tenant {tenant_id}")
 
 
@@ -172,7 +181,8 @@ def keys_create(tenant_id: str,
     try:
         expires_at = parse_time(expires, time.time(), ahead=True)
         names = None if models is None else [m.strip() for m in models.split(",") if m.strip()]
-        key = _open(db).create_key(tenant_id, expires_at=expires_at, models=names,
+        with _open(db) as store:
+            key = store.create_key(tenant_id, expires_at=expires_at, models=names,
                                    max_bid=max_bid)
     except StoreError as exc:
         _fail(exc)
@@ -183,10 +193,11 @@ def keys_create(tenant_id: str,
 def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix, or the whole key"),
                 db: str = DB) -> None:
     """Revoke a key: requests with it are refused (401) from the next reload on."""
-    try:
-        n = _open(db).revoke_key(prefix)
-    except StoreError as exc:
-        _fail(exc)
+    with _open(db) as store:
+        try:
+            n = store.revoke_key(prefix)
+        except StoreError as exc:
+            _fail(exc)
     if not n:
         _fail(StoreError(f"no live key with prefix {prefix!r}"))
     console.print(f"revoked {prefix}")
@@ -198,7 +209,9 @@ def keys_list(tenant: str = typer.Option(None, help="only this tenant's keys"),
     """Keys by prefix (the keys themselves are not stored)."""
     table = Table("prefix", "tenant", "created (UTC)", "revoked (UTC)", "expires (UTC)",
                   "models", "max bid")
-    for k in _open(db).keys(tenant):
+    with _open(db) as store:
+        listed = store.keys(tenant)
+    for k in listed:
         table.add_row(k.prefix, k.tenant_id, _when(k.created_at), _when(k.revoked_at),
                       _when(k.expires_at), "any" if k.models is None else ", ".join(k.models),
                       _g(k.max_bid))
@@ -215,15 +228,15 @@ def usage_show(ctx: typer.Context,
     """Per-tenant totals, or every row with --csv."""
     if ctx.invoked_subcommand is not None:
         return
-    store = _open(db)
     try:
         start, end = parse_time(since, time.time()), parse_time(until, time.time())
     except StoreError as exc:
         _fail(exc)
-    if as_csv:
-        sys.stdout.write(usage_csv(store.usage(tenant, start, end)))
-        return
-    rows = store.usage_totals(tenant, start, end)
+    with _open(db) as store:
+        if as_csv:
+            sys.stdout.write(usage_csv(store.usage(tenant, start, end)))
+            return
+        rows = store.usage_totals(tenant, start, end)
     table = Table("tenant", "requests", "finished", "failed", "cancelled", "prompt tokens",
                   "completion tokens", "cost $")
     for r in rows:
@@ -240,10 +253,12 @@ def usage_export(trace: Path = typer.Option(..., help="PATH.csv: the trace; PATH
                  until: str = typer.Option(None, help="as --since"),
                  db: str = DB) -> None:
     """Write the ledger as a trace that `aps simulate PATH` replays."""
-    store = _open(db)
     try:
-        rows = store.usage(tenant, parse_time(since, time.time()), parse_time(until, time.time()))
-        n = write_trace(rows, trace, store.tenants())
+        with _open(db) as store:
+            rows = store.usage(tenant, parse_time(since, time.time()),
+                               parse_time(until, time.time()))
+            tenants_now = store.tenants()
+        n = write_trace(rows, trace, tenants_now)
     except StoreError as exc:
         _fail(exc)
     console.print(f"wrote {n} requests to {trace}; replay with: aps simulate {trace} "
