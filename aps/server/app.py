@@ -46,6 +46,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         await gateway.backend.close()
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each releases what it holds
         if gateway.cluster is not None:
             await gateway.cluster.close()
         if not gateway.ledger.flush():

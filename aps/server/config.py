@@ -24,7 +24,12 @@
                              # the budgets; a model's own: {MODEL: {input_per_1m, output_per_1m}}
     store:
       path: aps.db           # APS_DB: tenants, keys and the usage ledger (SQLite)
-      reload_s: 1.0          # how often to pick up changes made by `aps tenants|keys`
+      url: null              # APS_DATABASE_URL: postgresql://user@host/db instead of `path`, for
+                             #   replicas on several hosts (docs/replicas.md)
+      reload_s: 1.0          # how often to pick up changes made by `aps tenants|keys`, anywhere
+      db_timeout_s: 2.0      # PostgreSQL: a call (a ledger commit) slower than this counts as down
+      ledger_buffer_rows: 100000   # ledger rows kept in memory while the database is down
+      ledger_full: reject    # buffer full: `reject` new requests (503) or `serve` and drop rows
       redis_url: null        # APS_REDIS_URL: share limits and fair-share counters between replicas
       redis_down: local      # or `closed`: refuse requests (503) while Redis is unreachable
     tenants:
@@ -67,6 +72,7 @@ from aps.core import BatchConfig, ConfigError, OverLimit, Tenant
 from aps.core.autoscale import AutoscaleConfig, parse_autoscale
 from aps.engines.cache import ResponseCache
 from aps.server.upstream_config import BreakerConfig, Routing, TimeoutConfig, UpstreamConfig
+from aps.store.urls import is_url, redact
 
 
 class TenantConfig(BaseModel):
@@ -104,11 +110,32 @@ DEMO_TENANTS = [
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = "aps.db"
+    url: str | None = None  # PostgreSQL, instead of the file at `path`
     reload_s: float = Field(1.0, gt=0)
+    db_timeout_s: float = Field(2.0, gt=0, le=60)
+    ledger_buffer_rows: int = Field(100_000, ge=1, le=100_000_000)
+    ledger_full: Literal["reject", "serve"] = "reject"
     redis_url: str | None = None
     redis_down: Literal["local", "closed"] = "local"
     redis_timeout_s: float = Field(0.25, gt=0)  # per command: a slow Redis counts as down
     sync_s: float = Field(0.2, gt=0)  # how often fair-share counters are shared
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and not is_url(value):  # never echo it: it may hold a password
+            raise ValueError("must be a postgresql:// URL (postgresql://user@host:5432/db)")
+        return value
+
+    @property
+    def target(self) -> str:
+        """The database to open: the URL if there is one, else the file."""
+        return self.url or self.path
+
+    @property
+    def shown(self) -> str:
+        """The database as logs show it (a URL without its password)."""
+        return redact(self.url) if self.url else self.path
 
 
 class Limits(BaseModel):
@@ -220,7 +247,7 @@ class ServerConfig(BaseModel):
 _ENV = {"APS_HOST": "host", "APS_PORT": "port", "APS_POLICY": "policy", "APS_MODEL": "model",
         "APS_GPU": "gpu", "APS_SPEED": "speed", "APS_DRAIN_TIMEOUT_S": "drain_timeout_s",
         "APS_ADMIN_KEY": "admin_key", "APS_METRICS_KEY": "metrics_key"}
-_STORE_ENV = {"APS_DB": "path", "APS_REDIS_URL": "redis_url"}
+_STORE_ENV = {"APS_DB": "path", "APS_DATABASE_URL": "url", "APS_REDIS_URL": "redis_url"}
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,

@@ -10,7 +10,6 @@ import asyncio
 import hmac
 import logging
 import math
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from aps.server.config import ServerConfig
 from aps.server.errors import ApiError
 from aps.server.metrics import CacheGauges, Metrics, StoreGauges, UpstreamGauges
 from aps.server.upstream_config import make_replicas
-from aps.store import Store
+from aps.store import open_store
 from aps.store.cluster import Cluster, StoreUnavailable
 from aps.store.directory import Caller, Directory
 from aps.store.ledger import Ledger, unix_clock
@@ -57,13 +56,13 @@ class Gateway:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.perf = make_perf_model(config.model, config.gpu)
-        self.store = Store(config.store.path)
+        s = config.store
+        self.store = open_store(s.target, timeout_s=s.db_timeout_s)
         self.directory = Directory(self.store, [(t.tenant(), t.keys)
                                                 for t in config.tenant_configs()],
                                    demo=not config.tenants)
         self.cluster = None
-        if config.store.redis_url:
-            s = config.store
+        if s.redis_url:
             self.cluster = Cluster(s.redis_url, s.redis_down, s.redis_timeout_s, s.sync_s,
                                    on_change=self.apply_tenants)
         tenants = [self._local(t) for t in self.directory.tenants.values()]
@@ -79,7 +78,10 @@ class Gateway:
             self.metrics.registry.register(CacheGauges(self.cache))
         self.backend, self.driver = self._build_backend()
         unix = unix_clock(self.driver.now)  # driver time -> unix seconds
-        self.ledger = Ledger(self.store, unix, bill_cached=config.cache.bill_hits)
+        self.ledger = Ledger(self.store, unix, bill_cached=config.cache.bill_hits,
+                             buffer_rows=s.ledger_buffer_rows, when_full=s.ledger_full,
+                             timeout_s=s.db_timeout_s)
+        self.budgets.unwritten = self.ledger.unwritten_usd
         self.budgets.use_clock(self.driver.now, unix)
         self.budgets.restore(self.directory.tenants.values())
         self.models = self._served_models()
@@ -138,15 +140,28 @@ class Gateway:
         self.apply_tenants(self.directory.reload())
 
     async def watch_store(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.store.reload_s)
-            try:
-                if self.directory.changed():
-                    self.reload()
-                self.ledger.flush()  # rows a failed write kept, if any
-            except sqlite3.Error as exc:
-                log.error("cannot read the database %s: %s", self.store.path, exc)
-            await self.budgets.refresh()
+        """Every `store.reload_s`: pick up tenant and key changes made anywhere, write the
+        ledger rows an outage left, follow budgets. Ends (cancelled) by releasing the
+        connections the ledger holds."""
+        failing = False
+        try:
+            while True:
+                await asyncio.sleep(self.config.store.reload_s)
+                try:
+                    changed = await self.directory.refresh()
+                    if changed is not None:
+                        self.apply_tenants(changed)
+                    if failing:
+                        log.warning("the database %s answers again", self.store.where)
+                    failing = False
+                except self.store.unreachable as exc:
+                    if not failing:  # once per outage, not every reload
+                        log.error("cannot read the database %s: %s", self.store.where, exc)
+                    failing = True
+                await self.ledger.retry()
+                await self.budgets.refresh()
+        finally:
+            await self.store.aclose()
 
     def caller(self, authorization: str | None, named: str | None = None,
                keyless_ok: bool = False) -> Caller:
@@ -223,6 +238,10 @@ class Gateway:
                       max_queue_s=ask.max_queue_s, price=self.config.prices.for_model(model))
         if not self.driver.accepting:
             raise ApiError(503, "the server is shutting down", "draining", errors.retry_after(5))
+        if self.ledger.full and self.ledger.when_full == "reject":
+            raise ApiError(503, "the usage ledger cannot be written and its buffer is full; "
+                                "retry later", "ledger_unavailable",
+                           errors.retry_after(self.config.store.reload_s * 5))
         if self.cluster is not None:
             await self._admit_shared(req)
         self._key_prefix[req.request_id] = caller.key_prefix  # for its ledger row, at its end
@@ -247,7 +266,8 @@ class Gateway:
         if tenant is None:
             raise ApiError(401, "unknown or revoked API key", "invalid_api_key")
         try:
-            taken = await self.cluster.admit(req, tenant, self.budgets.shared_spend(req, tenant))
+            spend = await self.budgets.shared_spend(req, tenant)
+            taken = await self.cluster.admit(req, tenant, spend)
         except StoreUnavailable as exc:
             raise ApiError(503, f"{exc}; retry later", "store_unavailable",
                            errors.retry_after(1)) from None

@@ -117,8 +117,13 @@ class StoreGauges:
         yield GaugeMetricFamily("aps:store_degraded", "1 while Redis is unreachable and the "
                                 "configured fallback applies (cluster mode only)",
                                 value=float(cluster is not None and cluster.degraded))
-        yield GaugeMetricFamily("aps:ledger_pending_rows", "Usage rows kept in memory because "
-                                "the database refused a write", value=len(self.gw.ledger.pending))
+        ledger = self.gw.ledger
+        yield GaugeMetricFamily("aps:ledger_pending_rows", "Usage rows not yet committed (a "
+                                "backlog while the database does not take writes)",
+                                value=len(ledger.pending))
+        yield CounterMetricFamily("aps:ledger_dropped_rows", "Usage rows given up on: past a "
+                                  "full buffer (store.ledger_full: serve) or refused by the "
+                                  "database", value=ledger.dropped)
         spent = GaugeMetricFamily("aps:tenant_spend_usd", "Dollars spent in the budget's current "
                                   "period (settled and reserved)", labels=["tenant"])
         remaining = GaugeMetricFamily("aps:tenant_budget_remaining_usd", "Dollars left in the "

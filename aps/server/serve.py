@@ -17,7 +17,7 @@ from aps.core import ConfigError
 from aps.server.app import create_app
 from aps.server.config import DEMO_TENANTS, ServerConfig
 from aps.server.connections import ConnectionLimits, guarded_protocol
-from aps.store import Store
+from aps.store import StoreError, open_store, redact
 
 log = logging.getLogger("aps.server")
 
@@ -81,10 +81,9 @@ def fit_descriptors(max_connections: int, spare: int = 256) -> int:
 def keyless_tenants(config: ServerConfig) -> set[str]:
     """The tenants the gateway would serve without a key: the demo tenants in its database, or
     those demo seeding would create in a new one."""
-    path = Path(config.store.path)
-    if not path.exists():
+    if not config.store.url and not Path(config.store.path).exists():
         return set() if config.tenants else {t.id for t in DEMO_TENANTS}
-    store = Store(path)
+    store = open_store(config.store.target, timeout_s=config.store.db_timeout_s)
     try:
         if not store.tenants():
             return set() if config.tenants else {t.id for t in DEMO_TENANTS}
@@ -94,12 +93,15 @@ def keyless_tenants(config: ServerConfig) -> set[str]:
 
 
 def serve(config: ServerConfig, force: bool = False) -> None:
-    keyless = keyless_tenants(config)
+    try:
+        keyless = keyless_tenants(config)
+    except StoreError as exc:  # the database the configuration names cannot be used
+        raise ConfigError(str(exc)) from None
     if keyless and not is_loopback(config.host) and not force:
         raise ConfigError(
             f"refusing to serve on {config.host}: the demo tenants ({', '.join(sorted(keyless))}) "
             f"take requests without a key. Remove them (aps tenants remove NAME --db "
-            f"{config.store.path}) and configure tenants with keys, or serve on 127.0.0.1")
+            f"{config.store.shown}) and configure tenants with keys, or serve on 127.0.0.1")
     app = create_app(config)
     gateway = app.state.gateway
     demo = sorted(gateway.directory.demo_tenants)
@@ -115,8 +117,8 @@ def serve(config: ServerConfig, force: bool = False) -> None:
         engine = (f"{gateway.backend.model_name} on simulated {config.gpu} (speed "
                   f"x{config.speed:g}, {gateway.sched.batch.max_num_seqs} seats)")
     log.warning("APS on http://%s:%d: %s, policy %s, database %s%s", config.host, config.port,
-                engine, config.policy, config.store.path,
-                f", Redis {config.store.redis_url}" if config.store.redis_url else "")
+                engine, config.policy, config.store.shown,
+                f", Redis {redact(config.store.redis_url)}" if config.store.redis_url else "")
     limits = config.limits
     connections = ConnectionLimits(fit_descriptors(limits.max_connections),
                                    limits.header_timeout_s, limits.max_header_bytes,

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from aps.core import OverLimit, Request, Tenant
 from aps.core.policies import add_service
 from aps.store.redis import RedisStore, Spend, Taken
+from aps.store.urls import redact
 
 log = logging.getLogger("aps.cluster")
 UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
@@ -126,14 +127,14 @@ class Cluster:
             self.spends.clear()
             action = ("refusing requests (503)" if self.redis_down == "closed"
                       else "each replica enforces the limits on its own")
-            log.warning("Redis at %s unreachable (%s): %s until it is back", self.redis.url,
+            log.warning("Redis at %s unreachable (%s): %s until it is back", redact(self.redis.url),
                         exc or type(exc).__name__, action)
             self._on_change()
 
     def _up(self) -> None:
         if not self.healthy:
             self.healthy = True
-            log.warning("Redis at %s is back: limits are shared again", self.redis.url)
+            log.warning("Redis at %s is back: limits are shared again", redact(self.redis.url))
             self._on_change()
 
     async def run(self, policy_ref) -> None:
