@@ -92,7 +92,7 @@ def soak(minutes: float, streams: int, speed: float = 20.0, max_tokens: int = 64
         left = held(server.url)
     finally:
         server.stop()
-    (t0, first), (t1, last) = series[0], series[-1]
+    (_, first), (t1, last) = series[0], series[-1]
     return {"minutes": minutes, "streams": streams, "speed": speed, **counts,
             "rss_mb": {"start_mb": start, "after_warmup_mb": first, "end_mb": last,
                        "series": series},

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from aps.bench.local.server import LocalServer
 from aps.cli import app as cli
-from aps.core import Tenant
 from aps.store import Store
 
 MODEL = "sim-llama-3-8b"
