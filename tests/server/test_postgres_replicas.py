@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from aps.bench.local.server import LocalServer
+from budgets import PRICES, THRIFTY, spend_alternately
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 (fixtures)
 from redis_server import RedisServer
 
@@ -19,11 +20,11 @@ PASSWORD = "pw-never-logged"  # trust authentication: accepted, never needed, ne
 CONFIG = f"""
 speed: 500
 admin_key: {ADMIN}
-prices: {{input_per_1m: 1000, output_per_1m: 1000}}   # a dollar per thousand tokens
+{PRICES}
 store: {{reload_s: 0.2, redis_url: REDIS}}
 tenants:
   - {{id: busy, keys: [sk-busy-key]}}
-  - {{id: thrifty, keys: [sk-thrifty-key], budget_usd: 0.5, budget_period: day}}
+  - {THRIFTY}
 """
 
 
@@ -107,17 +108,8 @@ def test_keys_tenants_and_a_budget_are_shared_by_two_replicas(tmp_path, pg_url, 
             assert time.monotonic() - t0 < 1.0, "the change did not reach the other replica"
             time.sleep(0.02)
 
-        codes = []
-        for i in range(40):  # up to $0.07 each (20 prompt + 50 output tokens), alternating
-            r = httpx.post((a, b)[i % 2].url + "/v1/completions",
-                           headers={"Authorization": "Bearer sk-thrifty-key"},
-                           json={"prompt": "x" * 80, "max_tokens": 50}, timeout=30)
-            codes.append(r.json()["error"]["code"] if r.status_code != 200 else "ok")
+        codes, spent = spend_alternately((a, b))
         assert "ok" in codes and codes[-2:] == ["budget_exceeded"] * 2
-        time.sleep(0.5)  # settled costs reach Redis
-        spent = [httpx.get(s.url + "/tenants/thrifty/status",
-                           headers={"Authorization": "Bearer sk-thrifty-key"}
-                           ).json()["budget"]["spent_usd"] for s in (a, b)]
     finally:
         for s in (a, b):
             s.stop()

@@ -12,6 +12,7 @@ from aps.bench.local.server import LocalServer
 from aps.core import OverLimit, Request, Tenant, make_policy
 from aps.store.cluster import Cluster
 from aps.store.redis import RedisStore
+from budgets import PRICES, THRIFTY, spend_alternately
 from redis_server import RedisServer
 
 RATE, BURST = 300, 600
@@ -229,12 +230,12 @@ tenants:
     assert 0.75 * heavy <= done["light@b"] <= 1.25 * heavy, done
 
 
-BUDGET_CONFIG = """
+BUDGET_CONFIG = f"""
 speed: 500
-prices: {input_per_1m: 1000, output_per_1m: 1000}   # a dollar per thousand tokens
-store: {reload_s: 0.2, redis_url: REDIS}
+{PRICES}
+store: {{reload_s: 0.2, redis_url: REDIS}}
 tenants:
-  - {id: thrifty, keys: [sk-thrifty-key], budget_usd: 0.5, budget_period: day}
+  - {THRIFTY}
 """
 
 
@@ -245,18 +246,8 @@ def test_two_replicas_share_one_budget(tmp_path, redis_server):
     config = BUDGET_CONFIG.replace("REDIS", redis_server.url)
     servers = [LocalServer(config, log_path=tmp_path / f"gw{i}.log", db_path=db) for i in range(2)]
     try:
-        codes = []
-        for i in range(40):  # up to $0.07 each (20 prompt + 50 output tokens)
-            s = servers[i % 2]
-            r = httpx.post(s.url + "/v1/completions",
-                           headers={"Authorization": "Bearer sk-thrifty-key"},
-                           json={"prompt": "x" * 80, "max_tokens": 50}, timeout=30)
-            codes.append(r.json()["error"]["code"] if r.status_code != 200 else "ok")
+        codes, spent = spend_alternately(servers)
         assert "ok" in codes and codes[-2:] == ["budget_exceeded"] * 2
-        time.sleep(0.5)  # settled costs reach Redis
-        spent = [httpx.get(s.url + "/tenants/thrifty/status",
-                           headers={"Authorization": "Bearer sk-thrifty-key"}
-                           ).json()["budget"]["spent_usd"] for s in servers]
         assert spent[0] == pytest.approx(spent[1])  # one spend, seen alike by both
     finally:
         for s in servers:
