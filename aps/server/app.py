@@ -2,8 +2,9 @@
 
 Routes (aps/server/api): the seeds' `POST /infer`, `GET /health`, `GET /tenants/{id}/status`;
 OpenAI's `POST /v1/completions`, `POST /v1/chat/completions` (SSE when `stream`),
-`GET /v1/models`; the admin API under `/admin`; and `GET /metrics` (Prometheus text, or
-`?format=json` for the seeds' summary).
+`GET /v1/models`; the admin API under `/admin`; `GET /metrics` (Prometheus text, or
+`?format=json` for the seeds' summary); and the operator's console, `GET /console`
+(aps/server/console).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aps.server.api.admin import router as admin_router
 from aps.server.api.openai import router as openai_router
 from aps.server.api.seed import router as seed_router
 from aps.server.config import ServerConfig
+from aps.server.console import install as install_console
 from aps.server.gateway import Gateway
 from aps.server.middleware import Authentication, BodyLimit
 from aps.server.summary import summary
@@ -64,6 +66,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(seed_router)
     app.include_router(admin_router)
     app.include_router(openai_router)
+    install_console(app)  # GET /console, its figures, the per-tenant gauges
 
     @app.get("/metrics")
     async def metrics(format: str | None = None, authorization: str | None = Header(None)):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 
 from aps.server import errors
+from aps.server.console import check_console
 from aps.server.errors import ApiError
 
 KEYED = ("/v1/", "/generate")  # every route here needs a tenant's key
 KEY_OR_DEMO = ("/infer", "/tenants/")  # a key, or in demo mode a demo tenant named in the call
 ADMIN = "/admin"
+CONSOLE = "/console/api/"  # the console's figures: the admin key, or none in demo mode
 
 
 class Authentication:
@@ -25,11 +27,14 @@ class Authentication:
             path = scope["path"]
             keyed, demo_ok = path.startswith(KEYED), path.startswith(KEY_OR_DEMO)
             admin = path == ADMIN or path.startswith(ADMIN + "/")
-            if keyed or demo_ok or admin:
+            console = path.startswith(CONSOLE)
+            if keyed or demo_ok or admin or console:
                 authorization = next((v.decode("latin-1") for k, v in scope["headers"]
                                       if k == b"authorization"), None)
                 try:
-                    if admin:
+                    if console:
+                        check_console(self.gateway, authorization)
+                    elif admin:
                         self.gateway.check_admin(authorization)
                     else:
                         self.gateway.caller(authorization, keyless_ok=demo_ok)
