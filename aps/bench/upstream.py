@@ -6,6 +6,9 @@
 - Fairness (the headline): a heavy tenant sends 10x the light tenant's requests; the light
   tenant's p90 time to first token straight to the upstream (its FCFS queue) versus through APS
   under `vtc`, where APS holds the queue and the upstream gets only what it can run.
+- Replay: the vtc-lmsys trace (27 real tenants), scaled to overload the engine 1.25x, straight
+  and through APS under its default policy (aps.bench.replay): light and heavy tenants' time
+  to first token, and throughput.
 
 The upstream is a real vLLM serving the tiny local model when `.engines/vllm` exists, else an
 `aps serve` with the simulated GPU (the output says which); LiteLLM's proxy is measured on the
@@ -26,9 +29,11 @@ from pathlib import Path
 
 import httpx
 
+from aps.bench import replay
 from aps.bench.local import engines
 from aps.bench.local.processes import free_port
 from aps.bench.local.server import LocalServer
+from aps.server.config import ServerConfig
 
 CLIENTS = 32
 TENANTS = """
@@ -44,6 +49,8 @@ class Target:
     url: str  # the API root, ending in /v1
     key: str
     model: str
+    cpus: str | None = None  # the cores the upstream is pinned to, if it is
+    pid: int | None = None  # the upstream's process (its children are counted with it)
 
 
 def _q(values: list[float], p: float) -> float:
@@ -194,25 +201,135 @@ def vllm_cpus() -> str | None:
     return str(n - 1) if n >= 2 and shutil.which("taskset") else None
 
 
+def cpu_wait_s(pid: int | None) -> float:
+    """Seconds the threads of `pid` and its descendants have been ready to run but waiting for a
+    core (the kernel's schedstat run_delay), NaN where the kernel does not say. Read before and
+    after a run, it shows how much the upstream was held back by other work on its cores (on a
+    shared machine, the same run can be 10-20% slower for that alone)."""
+    if pid is None or not os.path.exists(f"/proc/{pid}/schedstat"):
+        return float("nan")
+    parent = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent[int(p)] = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, more, total = set(), {pid}, 0
+    while more:  # the process, its children, theirs, ...
+        tree |= more
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+    for p in tree:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 @contextlib.contextmanager
-def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False):
-    """A real vLLM when installed, else `aps serve` with the simulated GPU. Yields a Target."""
-    if engines.vllm_available() and engines.tiny_model_available():
+def off_upstream_cores(up: Target, *pids: int):
+    """This thread (the load generator) and every thread of `pids` (a gateway) kept off the
+    upstream's cores while the block runs. Pinning vLLM alone is not enough: the kernel still
+    puts the other processes on its core now and then, and each time the engine's step waits."""
+    if up.cpus is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    others = os.sched_getaffinity(0) - {int(c) for c in up.cpus.split(",")}
+    before = os.sched_getaffinity(0)
+    for pid in pids:  # threads started later inherit it from the thread that starts them
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), others)
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False,
+             simulated: bool = False):
+    """A real vLLM when installed (and not `simulated`), else `aps serve` with the simulated
+    GPU. Yields a Target."""
+    if not simulated and engines.vllm_available() and engines.tiny_model_available():
+        cpus = vllm_cpus()
         proc = engines.start_vllm(free_port(), None, "tiny", workdir / "vllm.log",
-                                max_num_seqs=max_num_seqs, priority=priority, cpus=vllm_cpus())
+                                max_num_seqs=max_num_seqs, priority=priority, cpus=cpus)
         try:
             yield Target(f"vLLM {_vllm_version()} (CPU, tiny model, max-num-seqs {max_num_seqs})",
-                         proc.base_url, "none", "tiny")
+                         proc.base_url, "none", "tiny", cpus, proc.pid)
         finally:
             proc.stop()
     else:
         server = LocalServer(f"speed: 1\nbatch: {{max_num_seqs: {max_num_seqs}}}\n"
                              f"tenants:{TENANTS}", log_path=workdir / "upstream.log")
         try:
-            yield Target("aps serve, simulated A100 in real time (vLLM not installed)",
-                         server.url + "/v1", "sk-bench", "sim-llama-3-8b")
+            why = "" if simulated else " (vLLM not installed)"
+            yield Target(f"aps serve, simulated A100 in real time{why}",
+                         server.url + "/v1", "sk-bench", "sim-llama-3-8b", None, server.proc.pid)
         finally:
             server.stop()
+
+
+def replay_trace(workdir: Path, seats: int = 8, seconds: float = 120.0,
+                 policy: str | None = None, simulated: bool = False,
+                 probe_s: float = replay.PROBE_S, rounds: int = 2) -> dict:
+    """The vtc-lmsys trace, scaled to the engine (see aps.bench.replay), straight to an engine
+    that runs `seats` requests at once and through a gateway with as many seats, `rounds`
+    times each. The order alternates (straight then APS, APS then straight, ...): on a shared
+    machine the engine's speed drifts by tens of percent over minutes, and alternating keeps a
+    steady drift from favouring either path."""
+    with upstream(workdir, max_num_seqs=seats, simulated=simulated) as up:
+        context = replay.context_of(up.url, up.key)
+        prompts = replay.Prompts()
+
+        async def capacity() -> float:
+            async with httpx.AsyncClient(timeout=60) as c:
+                await prompts.calibrate(c, up.url, up.key, up.model)
+            return await replay.probe(up.url, up.key, up.model, seats, context, prompts, probe_s)
+        with off_upstream_cores(up):
+            plan = replay.plan(asyncio.run(capacity()), context, seconds)
+        tenants = sorted(set(plan.tenant))
+        result = {"upstream": up.name, "scenario": replay.SCENARIO, "seats": seats,
+                  "requests": len(plan.tenant), "tenants": len(tenants),
+                  "light_tenants": len(plan.light), "context": context,
+                  "capacity_tok_s": plan.capacity_tok_s, "rate_scale": plan.rate_scale,
+                  "arrivals_s": float(plan.arrival_s[-1]), "overload": replay.OVERLOAD,
+                  "policy": policy or ServerConfig.model_fields["policy"].default,
+                  "reserved_seats": ServerConfig(upstreams=[{"url": up.url, "model": up.model,
+                                                              "max_in_flight": seats}])
+                  .batch_config(0).reserved_seats, "rounds": rounds}
+        runs: dict[str, list[dict]] = {"direct": [], "aps": []}
+        for i in range(rounds):
+            for path in ("direct", "aps") if i % 2 == 0 else ("aps", "direct"):
+                runs[path].append(_replay_once(workdir, up, seats, plan, tenants, prompts, path,
+                                               policy, limit_s=3 * seconds + 60))
+    for path, its_runs in runs.items():
+        result[path] = replay.summarize(plan, its_runs)
+    d, a = result["direct"], result["aps"]
+    result["light_ttft_ratio"] = d["light_ttft_mean_s"] / a["light_ttft_mean_s"]
+    result["throughput_ratio"] = a["output_tokens_per_s"] / d["output_tokens_per_s"]
+    return result
+
+
+def _replay_once(workdir: Path, up: Target, seats: int, plan: replay.Plan, tenants: list[str],
+                 prompts: replay.Prompts, path: str, policy: str | None,
+                 limit_s: float) -> dict:
+    """One run of the plan straight to the upstream (`path` "direct") or through a fresh
+    gateway ("aps"), with how long the upstream waited for its cores meanwhile."""
+    if path == "direct":
+        waited = cpu_wait_s(up.pid)
+        with off_upstream_cores(up):
+            run = asyncio.run(replay.replay(plan, up.url, up.key, up.model, prompts, limit_s))
+        return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
+    config = replay.gateway_config(up.url.removesuffix("/v1"), up.model, tenants, seats, policy,
+                                   None if up.key == "none" else up.key)
+    gw = LocalServer(config, log_path=workdir / "replay-gateway.log")
+    try:
+        waited = cpu_wait_s(up.pid)
+        with off_upstream_cores(up, gw.proc.pid):
+            run = asyncio.run(replay.replay(plan, gw.url + "/v1", {t: f"sk-{t}" for t in tenants},
+                                            up.model, prompts, limit_s))
+        return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
+    finally:
+        gw.stop()
 
 
 def _vllm_version() -> str:
@@ -223,9 +340,17 @@ def _vllm_version() -> str:
     return out.stdout.strip() or "?"
 
 
-def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) -> dict:
+def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
+        with_replay: bool = True, only_replay: bool = False, replay_seconds: float = 120.0,
+        replay_seats: int = 8, replay_policy: str | None = None, replay_rounds: int = 2) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="aps-bench-upstream-"))
     result: dict = {"clients": CLIENTS, "tokens_per_request": 8}
+    if with_replay or only_replay:
+        result["replay"] = replay_trace(workdir, replay_seats, replay_seconds, replay_policy,
+                                        rounds=replay_rounds)
+    if only_replay:
+        result["upstream"] = result["replay"]["upstream"]
+        return result
     with upstream(workdir) as up:
         result["upstream"] = up.name
         root = up.url.removesuffix("/v1")

@@ -308,12 +308,23 @@ def bench_upstream_command(
     seconds: float = typer.Option(5.0, help="duration of each requests/s run"),
     requests: int = typer.Option(200, help="sequential requests per added-latency run"),
     fairness: bool = typer.Option(True, help="also run the light-vs-heavy tenant comparison"),
+    replay: bool = typer.Option(True, help="also replay the vtc-lmsys trace"),
+    only_replay: bool = typer.Option(False, "--only-replay", help="run the replay alone"),
+    replay_seconds: float = typer.Option(120.0, help="the cut replayed, in s of engine work"),
+    replay_seqs: int = typer.Option(8, help="the engine's max-num-seqs (and seats) in the replay"),
+    replay_policy: str = typer.Option(None, help="the replay gateway's policy (default aps)"),
+    replay_rounds: int = typer.Option(2, min=1, help="replay runs on each path, alternating"),
 ) -> None:
     """APS in front of an upstream versus the upstream direct (and LiteLLM when installed)."""
     from aps.bench import upstream as mod
-    result = mod.run(seconds, requests, fairness)
+    result = mod.run(seconds, requests, fairness, replay, only_replay, replay_seconds,
+                     replay_seqs, replay_policy, replay_rounds)
     if as_json:
         print(json.dumps(result))
+        return
+    for line in mod.replay.report(result["replay"]) if "replay" in result else ():
+        console.print(line, markup=False, highlight=False)
+    if only_replay:
         return
     table = Table(title=f"in front of {result['upstream']}: {mod.CLIENTS} clients, "
                         f"{result['tokens_per_request']} tokens a request")

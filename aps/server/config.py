@@ -233,7 +233,10 @@ class ServerConfig(BaseModel):
     def batch_config(self, kv_capacity_tokens: int) -> BatchConfig:
         if self.upstreams:  # seats and tokens are the upstreams' (seats follow their health)
             seats = sum(u.max_in_flight for u in self.upstreams)
-            reserved = min(seats - 1, max(1, seats // 16))  # a newcomer never waits for a seat
+            # 1 seat in 16 only for a tenant with nothing running, so a newcomer starts at once;
+            # none below 16 seats, where one such seat is over 1/16 of the servers and idles
+            # whenever every waiting request's tenant already has one running
+            reserved = seats // 16
             return BatchConfig(**{"max_waiting": 10_000, "reserved_seats": reserved,
                                   **self.batch, "mode": "upstream", "block_size": 1,
                                   "max_num_seqs": seats,

@@ -76,3 +76,12 @@ def test_a_request_that_ended_unfinished_maps_to_the_right_http_error():
     cancelled = ended_error(ended(Status.CANCELLED, "cancelled"), None)
     assert cancelled.status == 503 and cancelled.headers.get("Retry-After")
     assert ended_error(ended(Status.FAILED, "internal error"), None).status == 500
+
+
+@pytest.mark.parametrize("seats, reserved", [(1, 0), (8, 0), (15, 0), (16, 1), (64, 4)])
+def test_upstreams_reserve_one_seat_in_16_for_newcomers(tmp_path, seats, reserved):
+    ups = [{"url": "http://127.0.0.1:1", "model": "a", "max_in_flight": seats}]
+    cfg = load_config(env={}, upstreams=ups)
+    assert cfg.batch_config(1).reserved_seats == reserved
+    assert load_config(env={}, upstreams=ups, batch={"reserved_seats": 0}) \
+        .batch_config(1).reserved_seats == 0
