@@ -2,7 +2,11 @@
 
 - Added latency: one request at a time, the client-seen latency through a proxy minus straight
   to the upstream (p50 and p99 of each, subtracted), streaming and not.
-- Max requests/s: 32 concurrent clients for a few seconds, each request 8 tokens.
+- Max requests/s: 32 concurrent clients for a few seconds, each request 8 tokens, and the CPU
+  seconds each proxy spent per request meanwhile (user + system, from the kernel's accounting
+  of its processes), which does not depend on how the cores were shared. Beside them, the same
+  load on an `aps serve` with the simulated GPU: the gateway's CPU per request when it runs the
+  model itself, the reference for what the upstream path costs on top.
 - Fairness (the headline): a heavy tenant sends 10x the light tenant's requests; the light
   tenant's p90 time to first token straight to the upstream (its FCFS queue) versus through APS
   under `vtc`, where APS holds the queue and the upstream gets only what it can run.
@@ -44,6 +48,38 @@ class Target:
     url: str  # the API root, ending in /v1
     key: str
     model: str
+    pid: int | None = None  # the process whose CPU is counted (with its children)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children (alive, or ended and waited
+    for), from /proc: the kernel's own accounting."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, that are alive."""
+    found, todo = [], [pid]
+    while todo:
+        try:
+            tasks = list(Path(f"/proc/{todo.pop()}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(c) for c in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
 def _q(values: list[float], p: float) -> float:
@@ -94,7 +130,9 @@ async def latency(t: Target, stream: bool, n: int) -> list[float]:
 
 
 async def throughput(t: Target, stream: bool, seconds: float) -> dict:
+    """Requests/s at CLIENTS concurrent clients, and (when `t.pid` is known) CPU s/request."""
     done, errors = 0, 0
+    cpu0 = cpu_seconds(t.pid) if t.pid else None
     # keep-alive shorter than the servers' (uvicorn: 5 s), so a reused connection is never one
     # the server is closing at that moment
     limits = httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=2.0)
@@ -112,7 +150,10 @@ async def throughput(t: Target, stream: bool, seconds: float) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CLIENTS)))
         wall = time.perf_counter() - t0
-    return {"requests_per_s": done / wall, "errors": errors}
+    result = {"requests_per_s": done / wall, "errors": errors}
+    if cpu0 is not None and done:
+        result["cpu_s_per_request"] = (cpu_seconds(t.pid) - cpu0) / done
+    return result
 
 
 LIGHT_REQUESTS, FLOOD_FACTOR, FLOOD_TOKENS = 10, 10, 256
@@ -215,6 +256,34 @@ def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False):
             server.stop()
 
 
+def _throughput_row(row: dict, mode: str, tp: dict) -> None:
+    row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
+    row[f"{mode}_errors"] = tp["errors"]
+    if "cpu_s_per_request" in tp:
+        row[f"{mode}_cpu_s_per_request"] = tp["cpu_s_per_request"]
+
+
+# Fast enough that the simulated GPU is never what limits the clients: the gateway's own CPU is.
+SIMULATED_SPEED = 20
+
+
+def simulated(workdir: Path, seconds: float) -> dict:
+    """The reference: the same load on `aps serve` running the simulated GPU itself."""
+    server = LocalServer(f"speed: {SIMULATED_SPEED}\ntenants:{TENANTS}",
+                         log_path=workdir / "simulated.log")
+    try:
+        t = Target("aps_simulated", server.url + "/v1", "sk-bench", "sim-llama-3-8b",
+                   server.proc.pid)
+        row: dict = {}
+        for stream in (False, True):
+            asyncio.run(latency(t, stream, 5))  # warm up
+            _throughput_row(row, "stream" if stream else "no_stream",
+                            asyncio.run(throughput(t, stream, seconds)))
+        return row
+    finally:
+        server.stop()
+
+
 def _vllm_version() -> str:
     python = engines.vllm_available()
     import subprocess
@@ -232,12 +301,12 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) 
         gw = LocalServer(gateway_config([root], up.model, None if up.key == "none" else up.key),
                          log_path=workdir / "gateway.log")
         targets = [Target("direct", up.url, up.key, up.model),
-                   Target("aps", gw.url + "/v1", "sk-bench", up.model)]
+                   Target("aps", gw.url + "/v1", "sk-bench", up.model, gw.proc.pid)]
         litellm = None
         if engines.litellm_available():
             litellm = engines.start_litellm(free_port(), up.url, up.model,
                                           workdir / "litellm.log")
-            targets.append(Target("litellm", litellm.base_url, "none", up.model))
+            targets.append(Target("litellm", litellm.base_url, "none", up.model, litellm.pid))
         try:
             result["targets"] = {}
             for stream in (False, True):
@@ -250,9 +319,7 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) 
                     if t.name != "direct":
                         row[f"{mode}_added_p50_ms"] = (_q(lat[t.name], 50) - _q(lat["direct"], 50)) * 1000
                         row[f"{mode}_added_p99_ms"] = (_q(lat[t.name], 99) - _q(lat["direct"], 99)) * 1000
-                    tp = asyncio.run(throughput(t, stream, seconds))
-                    row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
-                    row[f"{mode}_errors"] = tp["errors"]
+                    _throughput_row(row, mode, asyncio.run(throughput(t, stream, seconds)))
             if with_fairness:
                 aps = Target("aps", gw.url + "/v1", "", up.model)
                 result["fairness"] = {
@@ -264,6 +331,7 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) 
             gw.stop()
             if litellm is not None:
                 litellm.stop()
+    result["targets"]["aps_simulated"] = simulated(workdir, seconds)
     if with_fairness and engines.vllm_available() and engines.tiny_model_available():
         with upstream(workdir, priority=True) as up:  # vLLM's own answer: clients set priority
             result["fairness"]["direct_priority"] = fairness(
