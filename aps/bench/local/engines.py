@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 from aps.bench.local.processes import HOST, EngineStartError, LocalProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # aps/bench/local/engines.py
 ENGINES_DIR = REPO_ROOT / ".engines"
 VLLM_PYTHON = ENGINES_DIR / "vllm" / "bin" / "python"
 LITELLM_BIN = ENGINES_DIR / "litellm" / "bin" / "litellm"
