@@ -242,6 +242,24 @@ def vllm_cpus() -> str | None:
 
 
 @contextlib.contextmanager
+def off_vllms_core():
+    """This process, and the proxies it starts, kept off vLLM's core while inside: otherwise
+    the scheduler moves them onto it now and then, and vLLM's figures move with them."""
+    cpus = vllm_cpus()
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    others = before - {int(cpus)}
+    if others:
+        os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
 def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False):
     """A real vLLM when installed, else `aps serve` with the simulated GPU. Yields a Target."""
     if engines.vllm_available() and engines.tiny_model_available():
@@ -299,6 +317,11 @@ def _vllm_version() -> str:
 
 
 def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) -> dict:
+    with off_vllms_core():
+        return _run(seconds, n_latency, with_fairness)
+
+
+def _run(seconds: float, n_latency: int, with_fairness: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="aps-bench-upstream-"))
     result: dict = {"clients": CLIENTS, "tokens_per_request": 8}
     with upstream(workdir) as up:
