@@ -1,7 +1,8 @@
 """`aps bench upstream`: what APS costs in front of a real upstream, and what it buys.
 
-- Added latency: one request at a time, the client-seen latency through a proxy minus straight
-  to the upstream (p50 and p99 of each, subtracted), streaming and not.
+- Added latency: one request at a time, the targets taken in turn, the client-seen latency
+  through a proxy minus straight to the upstream (p50 and p99 of each, subtracted), streaming
+  and not.
 - Max requests/s: 32 concurrent clients for a few seconds, each request 8 tokens, and the CPU
   seconds each proxy spent per request meanwhile (user + system, from the kernel's accounting
   of its processes), which does not depend on how the cores were shared. Beside them, the same
@@ -133,9 +134,24 @@ def _session(connections: int) -> aiohttp.ClientSession:
 
 
 async def latency(t: Target, stream: bool, n: int) -> list[float]:
-    async with _session(1) as session:
-        await one(session, t, _body(t, stream, 1))  # warm the connection
-        return [(await one(session, t, _body(t, stream, 8)))[1] for _ in range(n)]
+    return (await latencies([t], stream, n))[t.name]
+
+
+async def latencies(targets: list[Target], stream: bool, n: int) -> dict[str, list[float]]:
+    """Seconds to the end of `n` requests to each target, one at a time, taking the targets in
+    turn: the upstream's speed drifts over a run, and so affects each the same."""
+    sessions = [_session(1) for _ in targets]
+    try:
+        for session, t in zip(sessions, targets):
+            await one(session, t, _body(t, stream, 1))  # warm the connection
+        out: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(n):
+            for session, t in zip(sessions, targets):
+                out[t.name].append((await one(session, t, _body(t, stream, 8)))[1])
+        return out
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 async def throughput(t: Target, stream: bool, seconds: float) -> dict:
@@ -340,7 +356,7 @@ def _run(seconds: float, n_latency: int, with_fairness: bool) -> dict:
             result["targets"] = {}
             for stream in (False, True):
                 mode = "stream" if stream else "no_stream"
-                lat = {t.name: asyncio.run(latency(t, stream, n_latency)) for t in targets}
+                lat = asyncio.run(latencies(targets, stream, n_latency))
                 for t in targets:
                     row = result["targets"].setdefault(t.name, {})
                     row[f"{mode}_p50_ms"] = _q(lat[t.name], 50) * 1000
