@@ -1,8 +1,13 @@
 """`aps bench upstream`: what APS costs in front of a real upstream, and what it buys.
 
-- Added latency: one request at a time, the client-seen latency through a proxy minus straight
-  to the upstream (p50 and p99 of each, subtracted), streaming and not.
-- Max requests/s: 32 concurrent clients for a few seconds, each request 8 tokens.
+- Added latency: one request at a time, the targets taken in turn, the client-seen latency
+  through a proxy minus straight to the upstream (p50 and p99 of each, subtracted), streaming
+  and not.
+- Max requests/s: 32 concurrent clients for a few seconds, each request 8 tokens, and the CPU
+  seconds each proxy spent per request meanwhile (user + system, from the kernel's accounting
+  of its processes), which does not depend on how the cores were shared. Beside them, the same
+  load on an `aps serve` with the simulated GPU: the gateway's CPU per request when it runs the
+  model itself, the reference for what the upstream path costs on top.
 - Fairness (the headline): a heavy tenant sends 10x the light tenant's requests; the light
   tenant's p90 time to first token straight to the upstream (its FCFS queue) versus through APS
   under `vtc`, where APS holds the queue and the upstream gets only what it can run.
@@ -27,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from aps.bench import replay
@@ -49,8 +55,39 @@ class Target:
     url: str  # the API root, ending in /v1
     key: str
     model: str
-    cpus: str | None = None  # the cores the upstream is pinned to, if it is
-    pid: int | None = None  # the upstream's process (its children are counted with it)
+    pid: int | None = None  # the process whose CPU is counted, or whose waits are (with its
+                            # children)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children (alive, or ended and waited
+    for), from /proc: the kernel's own accounting."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, that are alive."""
+    found, todo = [], [pid]
+    while todo:
+        try:
+            tasks = list(Path(f"/proc/{todo.pop()}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(c) for c in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
 def _q(values: list[float], p: float) -> float:
@@ -67,20 +104,19 @@ def _body(t: Target, stream: bool, max_tokens: int, prompt: str = "Hello, how ar
     return body
 
 
-async def one(client: httpx.AsyncClient, t: Target, body: dict) -> tuple[float, float]:
+async def one(session: aiohttp.ClientSession, t: Target, body: dict) -> tuple[float, float]:
     """(seconds to the first token, seconds to the end) of one completion request."""
     t0 = time.perf_counter()
     first = None
     headers = {"Authorization": f"Bearer {t.key}"}
-    if not body.get("stream"):
-        r = await client.post(t.url + "/completions", json=body, headers=headers)
+    async with session.post(t.url + "/completions", json=body, headers=headers) as r:
         r.raise_for_status()
-        end = time.perf_counter() - t0
-        return end, end
-    async with client.stream("POST", t.url + "/completions", json=body, headers=headers) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if first is None and line.startswith("data:") and _has_text(line[5:]):
+        if not body.get("stream"):
+            await r.read()
+            end = time.perf_counter() - t0
+            return end, end
+        async for line in r.content:
+            if first is None and line.startswith(b"data:") and _has_text(line[5:].decode()):
                 first = time.perf_counter() - t0
     end = time.perf_counter() - t0
     return (first if first is not None else end), end
@@ -94,32 +130,58 @@ def _has_text(data: str) -> bool:
     return bool(choices and choices[0].get("text"))
 
 
+def _session(connections: int) -> aiohttp.ClientSession:
+    """The load generator's client: aiohttp, which costs a fifth of httpx's CPU per request.
+    On a small machine the generator shares a core with the proxy measured, so a heavy one
+    would take that proxy's CPU. Idle connections are dropped after 2 s, before the servers'
+    5 s, so a reused connection is never one the server is closing at that moment."""
+    connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+
+
 async def latency(t: Target, stream: bool, n: int) -> list[float]:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(keepalive_expiry=2.0)) as c:
-        await one(c, t, _body(t, stream, 1))  # warm the connection
-        return [(await one(c, t, _body(t, stream, 8)))[1] for _ in range(n)]
+    return (await latencies([t], stream, n))[t.name]
+
+
+async def latencies(targets: list[Target], stream: bool, n: int) -> dict[str, list[float]]:
+    """Seconds to the end of `n` requests to each target, one at a time, taking the targets in
+    turn: the upstream's speed drifts over a run, and so affects each the same."""
+    sessions = [_session(1) for _ in targets]
+    try:
+        for session, t in zip(sessions, targets):
+            await one(session, t, _body(t, stream, 1))  # warm the connection
+        out: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(n):
+            for session, t in zip(sessions, targets):
+                out[t.name].append((await one(session, t, _body(t, stream, 8)))[1])
+        return out
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 async def throughput(t: Target, stream: bool, seconds: float) -> dict:
+    """Requests/s at CLIENTS concurrent clients, and (when `t.pid` is known) CPU s/request."""
     done, errors = 0, 0
-    # keep-alive shorter than the servers' (uvicorn: 5 s), so a reused connection is never one
-    # the server is closing at that moment
-    limits = httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=2.0)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+    cpu0 = cpu_seconds(t.pid) if t.pid else None
+    async with _session(CLIENTS * 2) as session:
         stop = time.perf_counter() + seconds
 
         async def worker():
             nonlocal done, errors
             while time.perf_counter() < stop:
                 try:
-                    await one(c, t, _body(t, stream, 8))
+                    await one(session, t, _body(t, stream, 8))
                     done += 1
-                except httpx.HTTPError:
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     errors += 1
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CLIENTS)))
         wall = time.perf_counter() - t0
-    return {"requests_per_s": done / wall, "errors": errors}
+    result = {"requests_per_s": done / wall, "errors": errors}
+    if cpu0 is not None and done:
+        result["cpu_s_per_request"] = (cpu_seconds(t.pid) - cpu0) / done
+    return result
 
 
 LIGHT_REQUESTS, FLOOD_FACTOR, FLOOD_TOKENS = 10, 10, 256
@@ -224,19 +286,17 @@ def cpu_wait_s(pid: int | None) -> float:
 
 
 @contextlib.contextmanager
-def off_upstream_cores(up: Target, *pids: int):
-    """This thread (the load generator) and every thread of `pids` (a gateway) kept off the
-    upstream's cores while the block runs. Pinning vLLM alone is not enough: the kernel still
-    puts the other processes on its core now and then, and each time the engine's step waits."""
-    if up.cpus is None or not hasattr(os, "sched_setaffinity"):
+def off_vllms_core():
+    """This process, and the proxies it starts, kept off vLLM's core while inside: otherwise
+    the scheduler moves them onto it now and then, and vLLM's figures move with them."""
+    cpus = vllm_cpus()
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
         yield
         return
-    others = os.sched_getaffinity(0) - {int(c) for c in up.cpus.split(",")}
     before = os.sched_getaffinity(0)
-    for pid in pids:  # threads started later inherit it from the thread that starts them
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), others)
-    os.sched_setaffinity(0, others)
+    others = before - {int(cpus)}
+    if others:
+        os.sched_setaffinity(0, others)
     try:
         yield
     finally:
@@ -254,7 +314,7 @@ def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False,
                                 max_num_seqs=max_num_seqs, priority=priority, cpus=cpus)
         try:
             yield Target(f"vLLM {_vllm_version()} (CPU, tiny model, max-num-seqs {max_num_seqs})",
-                         proc.base_url, "none", "tiny", cpus, proc.pid)
+                         proc.base_url, "none", "tiny", proc.pid)
         finally:
             proc.stop()
     else:
@@ -263,7 +323,7 @@ def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False,
         try:
             why = "" if simulated else " (vLLM not installed)"
             yield Target(f"aps serve, simulated A100 in real time{why}",
-                         server.url + "/v1", "sk-bench", "sim-llama-3-8b", None, server.proc.pid)
+                         server.url + "/v1", "sk-bench", "sim-llama-3-8b", server.proc.pid)
         finally:
             server.stop()
 
@@ -284,8 +344,7 @@ def replay_trace(workdir: Path, seats: int = 8, seconds: float = 120.0,
             async with httpx.AsyncClient(timeout=60) as c:
                 await prompts.calibrate(c, up.url, up.key, up.model)
             return await replay.probe(up.url, up.key, up.model, seats, context, prompts, probe_s)
-        with off_upstream_cores(up):
-            plan = replay.plan(asyncio.run(capacity()), context, seconds)
+        plan = replay.plan(asyncio.run(capacity()), context, seconds)
         tenants = sorted(set(plan.tenant))
         result = {"upstream": up.name, "scenario": replay.SCENARIO, "seats": seats,
                   "requests": len(plan.tenant), "tenants": len(tenants),
@@ -316,20 +375,46 @@ def _replay_once(workdir: Path, up: Target, seats: int, plan: replay.Plan, tenan
     gateway ("aps"), with how long the upstream waited for its cores meanwhile."""
     if path == "direct":
         waited = cpu_wait_s(up.pid)
-        with off_upstream_cores(up):
-            run = asyncio.run(replay.replay(plan, up.url, up.key, up.model, prompts, limit_s))
+        run = asyncio.run(replay.replay(plan, up.url, up.key, up.model, prompts, limit_s))
         return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
     config = replay.gateway_config(up.url.removesuffix("/v1"), up.model, tenants, seats, policy,
                                    None if up.key == "none" else up.key)
     gw = LocalServer(config, log_path=workdir / "replay-gateway.log")
     try:
         waited = cpu_wait_s(up.pid)
-        with off_upstream_cores(up, gw.proc.pid):
-            run = asyncio.run(replay.replay(plan, gw.url + "/v1", {t: f"sk-{t}" for t in tenants},
-                                            up.model, prompts, limit_s))
+        run = asyncio.run(replay.replay(plan, gw.url + "/v1", {t: f"sk-{t}" for t in tenants},
+                                        up.model, prompts, limit_s))
         return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
     finally:
         gw.stop()
+
+
+def _throughput_row(row: dict, mode: str, tp: dict) -> None:
+    row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
+    row[f"{mode}_errors"] = tp["errors"]
+    if "cpu_s_per_request" in tp:
+        row[f"{mode}_cpu_s_per_request"] = tp["cpu_s_per_request"]
+
+
+# Fast enough that the simulated GPU is never what limits the clients: the gateway's own CPU is.
+SIMULATED_SPEED = 20
+
+
+def simulated(workdir: Path, seconds: float) -> dict:
+    """The reference: the same load on `aps serve` running the simulated GPU itself."""
+    server = LocalServer(f"speed: {SIMULATED_SPEED}\ntenants:{TENANTS}",
+                         log_path=workdir / "simulated.log")
+    try:
+        t = Target("aps_simulated", server.url + "/v1", "sk-bench", "sim-llama-3-8b",
+                   server.proc.pid)
+        row: dict = {}
+        for stream in (False, True):
+            asyncio.run(latency(t, stream, 5))  # warm up
+            _throughput_row(row, "stream" if stream else "no_stream",
+                            asyncio.run(throughput(t, stream, seconds)))
+        return row
+    finally:
+        server.stop()
 
 
 def _vllm_version() -> str:
@@ -340,6 +425,7 @@ def _vllm_version() -> str:
     return out.stdout.strip() or "?"
 
 
+@off_vllms_core()  # the bench and every process it starts, but vLLM
 def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
         with_replay: bool = True, only_replay: bool = False, replay_seconds: float = 120.0,
         replay_seats: int = 8, replay_policy: str | None = None, replay_rounds: int = 2) -> dict:
@@ -357,17 +443,17 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
         gw = LocalServer(gateway_config([root], up.model, None if up.key == "none" else up.key),
                          log_path=workdir / "gateway.log")
         targets = [Target("direct", up.url, up.key, up.model),
-                   Target("aps", gw.url + "/v1", "sk-bench", up.model)]
+                   Target("aps", gw.url + "/v1", "sk-bench", up.model, gw.proc.pid)]
         litellm = None
         if engines.litellm_available():
             litellm = engines.start_litellm(free_port(), up.url, up.model,
                                           workdir / "litellm.log")
-            targets.append(Target("litellm", litellm.base_url, "none", up.model))
+            targets.append(Target("litellm", litellm.base_url, "none", up.model, litellm.pid))
         try:
             result["targets"] = {}
             for stream in (False, True):
                 mode = "stream" if stream else "no_stream"
-                lat = {t.name: asyncio.run(latency(t, stream, n_latency)) for t in targets}
+                lat = asyncio.run(latencies(targets, stream, n_latency))
                 for t in targets:
                     row = result["targets"].setdefault(t.name, {})
                     row[f"{mode}_p50_ms"] = _q(lat[t.name], 50) * 1000
@@ -375,9 +461,7 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
                     if t.name != "direct":
                         row[f"{mode}_added_p50_ms"] = (_q(lat[t.name], 50) - _q(lat["direct"], 50)) * 1000
                         row[f"{mode}_added_p99_ms"] = (_q(lat[t.name], 99) - _q(lat["direct"], 99)) * 1000
-                    tp = asyncio.run(throughput(t, stream, seconds))
-                    row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
-                    row[f"{mode}_errors"] = tp["errors"]
+                    _throughput_row(row, mode, asyncio.run(throughput(t, stream, seconds)))
             if with_fairness:
                 aps = Target("aps", gw.url + "/v1", "", up.model)
                 result["fairness"] = {
@@ -389,6 +473,7 @@ def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
             gw.stop()
             if litellm is not None:
                 litellm.stop()
+    result["targets"]["aps_simulated"] = simulated(workdir, seconds)
     if with_fairness and engines.vllm_available() and engines.tiny_model_available():
         with upstream(workdir, priority=True) as up:  # vLLM's own answer: clients set priority
             result["fairness"]["direct_priority"] = fairness(

@@ -329,15 +329,20 @@ def bench_upstream_command(
     table = Table(title=f"in front of {result['upstream']}: {mod.CLIENTS} clients, "
                         f"{result['tokens_per_request']} tokens a request")
     for col in ("path", "mode", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "requests/s",
-                "errors"):
+                "CPU ms/request", "errors"):
         table.add_column(col, justify="right")
+
+    def cell(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
     for name, row in result["targets"].items():
         for mode in ("no_stream", "stream"):
-            added = [row.get(f"{mode}_added_{p}_ms") for p in ("p50", "p99")]
-            table.add_row(name, mode.replace("_", "-"), f"{row[f'{mode}_p50_ms']:.1f}",
-                          f"{row[f'{mode}_p99_ms']:.1f}",
-                          *("-" if a is None else f"{a:+.1f}" for a in added),
-                          f"{row[f'{mode}_requests_per_s']:,.0f}", str(row[f"{mode}_errors"]))
+            cpu = row.get(f"{mode}_cpu_s_per_request")
+            table.add_row(name, mode.replace("_", "-"),
+                          *(cell(row.get(f"{mode}_{k}_ms"), ".1f") for k in ("p50", "p99")),
+                          *(cell(row.get(f"{mode}_added_{k}_ms"), "+.1f") for k in ("p50", "p99")),
+                          f"{row[f'{mode}_requests_per_s']:,.0f}",
+                          cell(None if cpu is None else cpu * 1000, ".2f"),
+                          str(row[f"{mode}_errors"]))
     console.print(table)
     if "fairness" in result:
         f = result["fairness"]

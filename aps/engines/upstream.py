@@ -4,8 +4,8 @@ The gateway owns the queue: it admits requests in policy order and sends each on
 with room, so fairness and priority are decided here, not by the engine's own FCFS queue. The
 pool knows, per replica, its capacity (requests and tokens in flight), what is outstanding,
 whether it answers its health check and its circuit breaker; it picks a replica with a router
-and streams one request from it (`aps.engines.upstream_http`). One `httpx.AsyncClient` is
-shared by every request, so connections are pooled.
+and streams one request from it (`aps.engines.upstream_http`). One `aiohttp.ClientSession` is
+shared by every request, so connections are pooled and kept alive.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Iterable, Sequence
 
-import httpx
+import aiohttp
 
 from aps.engines.breaker import BreakerState, CircuitBreaker
 from aps.engines.routing import Router
@@ -23,7 +23,9 @@ from aps.engines.upstream_http import (Chunk, UpstreamCall, read_capacity,
                                        stream_chunks, upstream_body)
 
 log = logging.getLogger("aps.upstream")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per upstream request
+# Idle connections are closed after this long, before the servers close them (uvicorn, which
+# vLLM and SGLang run on, after 5 s): a request is never sent on a connection being closed.
+KEEPALIVE_S = 4.0
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +82,9 @@ class BusyTime:
         return self._total + (self.clock() - self._since if self._in_flight else 0.0)
 
 
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """How long to wait for a replica: to connect (a dead one is found this fast), for the next
@@ -90,9 +95,9 @@ class Timeouts:
     stall_s: float = 30.0
     response_s: float = 600.0
 
-    def for_stream(self, stream: bool) -> httpx.Timeout:
+    def for_stream(self, stream: bool) -> aiohttp.ClientTimeout:
         read = self.stall_s if stream else self.response_s
-        return httpx.Timeout(connect=self.connect_s, read=read, write=10.0, pool=None)
+        return aiohttp.ClientTimeout(sock_connect=self.connect_s, sock_read=read)
 
 
 class UpstreamPool:
@@ -112,14 +117,15 @@ class UpstreamPool:
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up
         self.clock = clock  # monotonic seconds, for breakers and busy time
         self.timeouts = timeouts or Timeouts()
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self.client = httpx.AsyncClient(timeout=self.timeouts.for_stream(False), limits=limits)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
+        self.client = aiohttp.ClientSession(connector=connector,
+                                            timeout=self.timeouts.for_stream(False))
         await self.check_health()
         for replica in self.replicas:
             if replica.capacity_from_metrics and replica.healthy:
@@ -131,7 +137,7 @@ class UpstreamPool:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
 
     # -- health ----------------------------------------------------------------------------
 
@@ -155,21 +161,25 @@ class UpstreamPool:
 
     async def _probe(self, replica: Replica) -> bool:
         """`GET /health`; servers without one (404) are asked `GET /v1/models` instead."""
-        assert self.client is not None
         try:
-            r = await self.client.get(replica.url + "/health", timeout=2.0)
-            if r.status_code in (404, 405):
+            status = await self._get(replica.url + "/health")
+            if status in (404, 405):
                 headers = {"Authorization": f"Bearer {replica.api_key}"} if replica.api_key else None
-                r = await self.client.get(replica.url + "/v1/models", timeout=2.0, headers=headers)
-            return r.status_code == 200
-        except httpx.HTTPError:
+                status = await self._get(replica.url + "/v1/models", headers)
+            return status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
 
-    async def _read_capacity(self, replica: Replica) -> None:
+    async def _get(self, url: str, headers: dict | None = None, text: bool = False):
+        """A GET bounded by 2 s: its status, or (`text`) its body."""
         assert self.client is not None
+        async with self.client.get(url, headers=headers, timeout=_PROBE_TIMEOUT) as r:
+            return await r.text() if text else r.status
+
+    async def _read_capacity(self, replica: Replica) -> None:
         try:
-            text = (await self.client.get(replica.url + "/metrics", timeout=2.0)).text
-        except httpx.HTTPError as exc:
+            text = await self._get(replica.url + "/metrics", text=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("upstream %s: cannot read /metrics (%s); keeping the configured capacity",
                         replica.url, exc)
             return

@@ -10,15 +10,21 @@ nothing such a client would see.)
 Errors, one class: `UpstreamError(status, message, retryable)`. A connection failure, a 5xx or
 a 429 is retryable (elsewhere, before the first token); a 4xx is the client's (a prompt too
 long for the server, a bad parameter) and is passed on, not retried.
+
+The HTTP client is aiohttp: on this path it costs a fifth of httpx's CPU per request (0.23 ms
+against 1.3 ms not streamed, 0.5 against 2.0 ms streamed, 8 tokens; docs/upstreams.md). The
+answer is read as it arrives and cut into SSE lines here; each event is decoded once, for the
+text, finish reason and usage the scheduler needs.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-import httpx
+import aiohttp
 
 # Fields the gateway sets itself for each replica; the client's are not forwarded.
 _REPLACED = frozenset({"model", "stream", "stream_options", "priority", "max_tokens",
@@ -87,39 +93,58 @@ def _client_fault(status: int) -> bool:
     return 400 <= status < 500 and status not in (401, 403, 408, 429)
 
 
-async def stream_chunks(client: httpx.AsyncClient, base_url: str, chat: bool, body: dict,
+def encode_body(body: dict) -> bytes:
+    """The JSON sent upstream: compact and UTF-8; NaN is refused (no server reads it)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: bool, body: dict,
                         api_key: str | None = None,
-                        timeout: httpx.Timeout | None = None) -> AsyncIterator[Chunk]:
-    """`timeout` (else the client's): its read timeout bounds each wait for the next bytes, so
+                        timeout: aiohttp.ClientTimeout | None = None) -> AsyncIterator[Chunk]:
+    """`timeout` (else the session's): its `sock_read` bounds each wait for the next bytes, so
     a stalled server is given up on (a streamed request's gap between tokens, a plain one's
     whole answer)."""
     path = "/v1/chat/completions" if chat else "/v1/completions"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     extra = {} if timeout is None else {"timeout": timeout}
     try:
-        async with client.stream("POST", base_url + path, json=body, headers=headers,
-                                 **extra) as resp:
-            if resp.status_code != 200:
-                raw = await resp.aread()
-                code = resp.status_code
-                raise UpstreamError(code, _error_message(raw, code), not _client_fault(code))
+        async with session.post(base_url + path, data=encode_body(body), headers=headers,
+                                **extra) as resp:
+            if resp.status != 200:
+                code = resp.status
+                raise UpstreamError(code, _error_message(await resp.read(), code),
+                                    not _client_fault(code))
             if not body["stream"]:
-                yield _parse((await resp.aread()).decode(), chat, whole=True)
+                yield _parse((await resp.read()).decode(), chat, whole=True)
                 return
             done = False
-            async for line in resp.aiter_lines():
-                if done or not line.startswith("data:"):
-                    continue  # blank separators, comments, event names; the body's end
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in _data_lines(resp.content):
+                if data == b"[DONE]":
                     done = True  # read on to the end of the body: then the connection is
                     continue     # kept for the next request instead of being closed
-                yield _parse(data, chat)
+                if not done:
+                    yield _parse(data.decode(), chat)
             if done:
                 return
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise UpstreamError(None, f"{type(exc).__name__}: {exc}", retryable=True) from None
     raise UpstreamError(None, "the stream ended without [DONE]", retryable=True)
+
+
+async def _data_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The payloads of an SSE body's `data:` lines, each as soon as its line is whole (the
+    network cuts lines anywhere). Blank separators, comments and event names are skipped."""
+    rest = b""
+    async for piece in content.iter_any():
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()  # the start of a line still coming
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if rest.startswith(b"data:"):  # a last line with no newline
+        yield rest[5:].strip()
 
 
 def _parse(data: str, chat: bool, whole: bool = False) -> Chunk:

@@ -6,7 +6,7 @@ import pytest
 from aps.core import BatchConfig, InvalidRequest, Request, Scheduler, Status, Tenant
 from aps.engines import EngineError, SimulatedEngine
 from aps.perf import make_perf_model
-from aps.runtime import Draining, Runtime
+from aps.runtime import Draining, Runtime, Stream
 
 PERF = make_perf_model("llama-3-8b", "a100-80gb")
 
@@ -183,3 +183,22 @@ def test_a_crashed_loop_fails_every_request_ends_every_stream_and_refuses_new_on
     first, second, rt = run(main())
     assert first.status is second.status is Status.FAILED
     assert not rt.sched.requests and rt.num_streams == 0 and rt.sched.kv.num_used_blocks == 0
+
+
+def test_a_stream_gives_what_came_together_in_one_batch_and_ends_after_the_last():
+    async def main():
+        stream = Stream(Request("r1", "a", 10, 5, 0.0))
+        batches = stream.batches()
+        stream.push("a")
+        stream.push("b")
+        first = await batches.__anext__()  # both were there: one batch
+        reader = asyncio.ensure_future(batches.__anext__())
+        await asyncio.sleep(0)
+        assert not reader.done()  # nothing new: it waits
+        stream.push("c")
+        second = await reader
+        stream.push("d")
+        stream.close()  # pushed before the end: still read
+        rest = [b async for b in batches]
+        return first, second, rest
+    assert run(main()) == (["a", "b"], ["c"], [["d"]])

@@ -20,6 +20,15 @@ router = APIRouter(prefix="/v1")
 DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 256}  # OpenAI's completions default is 16
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events, written as `_sse` yields them. Starlette's class also runs a task
+    (in a task group, per response) that waits for the client to go away; `_sse` has such a
+    watcher already, one that cancels the request, so this class leaves that out."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.stream_response(send)  # after a disconnect, uvicorn drops what is sent
+
+
 def _usage(req: Request) -> dict:
     return {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.num_output_tokens,
             "total_tokens": req.prompt_tokens + req.num_output_tokens}
@@ -67,7 +76,7 @@ async def _generate(http: HttpRequest, authorization, body, prompt: str, chat: b
     headers = {"x-aps-priority": str(req.bid)}  # the priority applied, after the caps
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(gw, http, req, stream, model, chat, usage),
+        return EventStream(_sse(gw, http, req, stream, model, chat, usage),
                                  media_type="text/event-stream", headers=headers)
     text = await gw.collect(http, req, stream)
     if chat:
@@ -110,21 +119,26 @@ async def _sse(gw, http: HttpRequest, req: Request, stream, model: str, chat: bo
         return head + json.dumps(text) + tail
 
     try:
-        first = True
-        async for text in stream:
-            yield event([piece(text, None, first)]) if first else token(text)
-            first = False
+        first, out = True, []
+        async for texts in stream.batches():  # what came together is written together
+            for text in texts:
+                out.append(event([piece(text, None, True)]) if first else token(text))
+                first = False
+            if not stream.done.is_set():  # else these go out with the end, in one write
+                yield "".join(out)
+                out.clear()
         await gw.recorded(req)  # its usage row is written before its last event
         if req.status is not Status.FINISHED:  # the same error a plain request would get
             err = ended_error(req, stream.error, gw.queue_wait_s())
             error = {"message": err.message, "type": error_type(err.status), "param": None,
                      "code": err.code}
-            yield f"data: {json.dumps({'error': error})}\n\n"
+            out.append(f"data: {json.dumps({'error': error})}\n\n")
         else:
-            yield event([piece(None, _finish_reason(req), first)])
+            out.append(event([piece(None, _finish_reason(req), first)]))
             if include_usage:
-                yield event([], usage=_usage(req))
-        yield "data: [DONE]\n\n"
+                out.append(event([], usage=_usage(req)))
+        out.append("data: [DONE]\n\n")
+        yield "".join(out)
     finally:
         watcher.cancel()
         gw.driver.cancel(req.request_id)  # a no-op when it already ended
