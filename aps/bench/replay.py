@@ -1,4 +1,4 @@
-"""The replay part of `aps bench upstream`: a real multi-tenant trace (the `vtc-lmsys` scenario,
+"""The replay part of `aps bench upstream` (`run`): a real multi-tenant trace (the `vtc-lmsys` scenario,
 27 LMSYS tenants with very unequal rates) sent to the upstream straight and through APS.
 
 The trace is scaled to the engine before it is sent:
@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
 
+from aps.bench.local.processes import cpu_wait_s
+from aps.bench.local.server import LocalServer
+from aps.bench.upstream import Target, off_vllms_core, upstream
+from aps.server.config import ServerConfig
 from aps.workload.scenarios import load_scenario
 
 SCENARIO = "vtc-lmsys"
@@ -291,3 +297,65 @@ def report(r: dict) -> list[str]:
               "upstream CPU wait: seconds the upstream's threads were ready to run but waited "
               "for a core; where the two differ, other work slowed one path more than the other"]
     return lines
+
+
+@off_vllms_core()  # the bench and every process it starts, but vLLM
+def run(seats: int = 8, seconds: float = 120.0, policy: str | None = None,
+        simulated: bool = False, probe_s: float = PROBE_S, rounds: int = 2,
+        workdir: Path | None = None) -> dict:
+    """The vtc-lmsys trace, scaled to the engine (see `plan`), straight to an engine
+    that runs `seats` requests at once and through a gateway with as many seats, `rounds`
+    times each. The order alternates (straight then APS, APS then straight, ...): on a shared
+    machine the engine's speed drifts by tens of percent over minutes, and alternating keeps a
+    steady drift from favouring either path."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="aps-bench-replay-"))
+    with upstream(workdir, max_num_seqs=seats, simulated=simulated) as up:
+        context = context_of(up.url, up.key)
+        prompts = Prompts()
+
+        async def capacity() -> float:
+            async with httpx.AsyncClient(timeout=60) as c:
+                await prompts.calibrate(c, up.url, up.key, up.model)
+            return await probe(up.url, up.key, up.model, seats, context, prompts, probe_s)
+        scaled = plan(asyncio.run(capacity()), context, seconds)
+        tenants = sorted(set(scaled.tenant))
+        result = {"upstream": up.name, "scenario": SCENARIO, "seats": seats,
+                  "requests": len(scaled.tenant), "tenants": len(tenants),
+                  "light_tenants": len(scaled.light), "context": context,
+                  "capacity_tok_s": scaled.capacity_tok_s, "rate_scale": scaled.rate_scale,
+                  "arrivals_s": float(scaled.arrival_s[-1]), "overload": OVERLOAD,
+                  "policy": policy or ServerConfig.model_fields["policy"].default,
+                  "reserved_seats": ServerConfig(upstreams=[{"url": up.url, "model": up.model,
+                                                              "max_in_flight": seats}])
+                  .batch_config(0).reserved_seats, "rounds": rounds}
+        runs: dict[str, list[dict]] = {"direct": [], "aps": []}
+        for i in range(rounds):
+            for path in ("direct", "aps") if i % 2 == 0 else ("aps", "direct"):
+                runs[path].append(_once(workdir, up, seats, scaled, tenants, prompts, path,
+                                        policy, limit_s=3 * seconds + 60))
+    for path, its_runs in runs.items():
+        result[path] = summarize(scaled, its_runs)
+    d, a = result["direct"], result["aps"]
+    result["light_ttft_ratio"] = d["light_ttft_mean_s"] / a["light_ttft_mean_s"]
+    result["throughput_ratio"] = a["output_tokens_per_s"] / d["output_tokens_per_s"]
+    return result
+
+
+def _once(workdir: Path, up: Target, seats: int, plan: Plan, tenants: list[str],
+          prompts: Prompts, path: str, policy: str | None, limit_s: float) -> dict:
+    """One run of the plan straight to the upstream (`path` "direct") or through a fresh
+    gateway ("aps"), with how long the upstream waited for its cores meanwhile."""
+    if path == "direct":
+        waited = cpu_wait_s(up.pid)
+        out = asyncio.run(replay(plan, up.url, up.key, up.model, prompts, limit_s))
+        return {**out, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
+    config = gateway_config(up.url.removesuffix("/v1"), up.model, tenants, seats, policy,
+                            None if up.key == "none" else up.key)
+    gw = LocalServer(config, log_path=workdir / "replay-gateway.log")
+    try:
+        waited = cpu_wait_s(up.pid)
+        out = asyncio.run(replay(plan, gw.url + "/v1", {t: f"sk-{t}" for t in tenants},
+                                 up.model, prompts, limit_s))
+        return {**out, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
+    finally:
+        gw.stop()

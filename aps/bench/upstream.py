@@ -35,11 +35,9 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from aps.bench import replay
 from aps.bench.local import engines
-from aps.bench.local.processes import free_port
+from aps.bench.local.processes import cpu_seconds, free_port
 from aps.bench.local.server import LocalServer
-from aps.server.config import ServerConfig
 
 CLIENTS = 32
 TENANTS = """
@@ -57,37 +55,6 @@ class Target:
     model: str
     pid: int | None = None  # the process whose CPU is counted, or whose waits are (with its
                             # children)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and of its children (alive, or ended and waited
-    for), from /proc: the kernel's own accounting."""
-    total = 0
-    for p in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue  # it ended meanwhile
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The processes `pid` started, and theirs, that are alive."""
-    found, todo = [], [pid]
-    while todo:
-        try:
-            tasks = list(Path(f"/proc/{todo.pop()}/task").iterdir())
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(c) for c in (task / "children").read_text().split()]
-            except FileNotFoundError:
-                continue
-            found += kids
-            todo += kids
-    return found
 
 
 def _q(values: list[float], p: float) -> float:
@@ -263,28 +230,6 @@ def vllm_cpus() -> str | None:
     return str(n - 1) if n >= 2 and shutil.which("taskset") else None
 
 
-def cpu_wait_s(pid: int | None) -> float:
-    """Seconds the threads of `pid` and its descendants have been ready to run but waiting for a
-    core (the kernel's schedstat run_delay), NaN where the kernel does not say. Read before and
-    after a run, it shows how much the upstream was held back by other work on its cores (on a
-    shared machine, the same run can be 10-20% slower for that alone)."""
-    if pid is None or not os.path.exists(f"/proc/{pid}/schedstat"):
-        return float("nan")
-    parent = {}
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parent[int(p)] = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree, more, total = set(), {pid}, 0
-    while more:  # the process, its children, theirs, ...
-        tree |= more
-        more = {p for p, pp in parent.items() if pp in tree} - tree
-    for p in tree:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for tid in os.listdir(f"/proc/{p}/task"):
-                total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[1])
-    return total / 1e9
-
-
 @contextlib.contextmanager
 def off_vllms_core():
     """This process, and the proxies it starts, kept off vLLM's core while inside: otherwise
@@ -328,67 +273,6 @@ def upstream(workdir: Path, max_num_seqs: int = 16, priority: bool = False,
             server.stop()
 
 
-def replay_trace(workdir: Path, seats: int = 8, seconds: float = 120.0,
-                 policy: str | None = None, simulated: bool = False,
-                 probe_s: float = replay.PROBE_S, rounds: int = 2) -> dict:
-    """The vtc-lmsys trace, scaled to the engine (see aps.bench.replay), straight to an engine
-    that runs `seats` requests at once and through a gateway with as many seats, `rounds`
-    times each. The order alternates (straight then APS, APS then straight, ...): on a shared
-    machine the engine's speed drifts by tens of percent over minutes, and alternating keeps a
-    steady drift from favouring either path."""
-    with upstream(workdir, max_num_seqs=seats, simulated=simulated) as up:
-        context = replay.context_of(up.url, up.key)
-        prompts = replay.Prompts()
-
-        async def capacity() -> float:
-            async with httpx.AsyncClient(timeout=60) as c:
-                await prompts.calibrate(c, up.url, up.key, up.model)
-            return await replay.probe(up.url, up.key, up.model, seats, context, prompts, probe_s)
-        plan = replay.plan(asyncio.run(capacity()), context, seconds)
-        tenants = sorted(set(plan.tenant))
-        result = {"upstream": up.name, "scenario": replay.SCENARIO, "seats": seats,
-                  "requests": len(plan.tenant), "tenants": len(tenants),
-                  "light_tenants": len(plan.light), "context": context,
-                  "capacity_tok_s": plan.capacity_tok_s, "rate_scale": plan.rate_scale,
-                  "arrivals_s": float(plan.arrival_s[-1]), "overload": replay.OVERLOAD,
-                  "policy": policy or ServerConfig.model_fields["policy"].default,
-                  "reserved_seats": ServerConfig(upstreams=[{"url": up.url, "model": up.model,
-                                                              "max_in_flight": seats}])
-                  .batch_config(0).reserved_seats, "rounds": rounds}
-        runs: dict[str, list[dict]] = {"direct": [], "aps": []}
-        for i in range(rounds):
-            for path in ("direct", "aps") if i % 2 == 0 else ("aps", "direct"):
-                runs[path].append(_replay_once(workdir, up, seats, plan, tenants, prompts, path,
-                                               policy, limit_s=3 * seconds + 60))
-    for path, its_runs in runs.items():
-        result[path] = replay.summarize(plan, its_runs)
-    d, a = result["direct"], result["aps"]
-    result["light_ttft_ratio"] = d["light_ttft_mean_s"] / a["light_ttft_mean_s"]
-    result["throughput_ratio"] = a["output_tokens_per_s"] / d["output_tokens_per_s"]
-    return result
-
-
-def _replay_once(workdir: Path, up: Target, seats: int, plan: replay.Plan, tenants: list[str],
-                 prompts: replay.Prompts, path: str, policy: str | None,
-                 limit_s: float) -> dict:
-    """One run of the plan straight to the upstream (`path` "direct") or through a fresh
-    gateway ("aps"), with how long the upstream waited for its cores meanwhile."""
-    if path == "direct":
-        waited = cpu_wait_s(up.pid)
-        run = asyncio.run(replay.replay(plan, up.url, up.key, up.model, prompts, limit_s))
-        return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
-    config = replay.gateway_config(up.url.removesuffix("/v1"), up.model, tenants, seats, policy,
-                                   None if up.key == "none" else up.key)
-    gw = LocalServer(config, log_path=workdir / "replay-gateway.log")
-    try:
-        waited = cpu_wait_s(up.pid)
-        run = asyncio.run(replay.replay(plan, gw.url + "/v1", {t: f"sk-{t}" for t in tenants},
-                                        up.model, prompts, limit_s))
-        return {**run, "upstream_cpu_wait_s": cpu_wait_s(up.pid) - waited}
-    finally:
-        gw.stop()
-
-
 def _throughput_row(row: dict, mode: str, tp: dict) -> None:
     row[f"{mode}_requests_per_s"] = tp["requests_per_s"]
     row[f"{mode}_errors"] = tp["errors"]
@@ -426,17 +310,9 @@ def _vllm_version() -> str:
 
 
 @off_vllms_core()  # the bench and every process it starts, but vLLM
-def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True,
-        with_replay: bool = True, only_replay: bool = False, replay_seconds: float = 120.0,
-        replay_seats: int = 8, replay_policy: str | None = None, replay_rounds: int = 2) -> dict:
+def run(seconds: float = 5.0, n_latency: int = 200, with_fairness: bool = True) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="aps-bench-upstream-"))
     result: dict = {"clients": CLIENTS, "tokens_per_request": 8}
-    if with_replay or only_replay:
-        result["replay"] = replay_trace(workdir, replay_seats, replay_seconds, replay_policy,
-                                        rounds=replay_rounds)
-    if only_replay:
-        result["upstream"] = result["replay"]["upstream"]
-        return result
     with upstream(workdir) as up:
         result["upstream"] = up.name
         root = up.url.removesuffix("/v1")

@@ -2,7 +2,6 @@
 clipped, cut and compressed as described, every request is answered straight and through APS,
 and the report says so."""
 from aps.bench import replay
-from aps.bench.upstream import replay_trace
 
 
 def test_the_trace_is_clipped_to_the_context_cut_to_the_time_and_compressed_to_overload():
@@ -23,7 +22,7 @@ def test_prompts_take_the_measured_tokens_per_unit_and_never_repeat_a_start():
 
 
 def test_a_short_replay_against_the_simulated_gpu(tmp_path):
-    r = replay_trace(tmp_path, seats=4, seconds=2.0, simulated=True, probe_s=4.0, rounds=2)
+    r = replay.run(seats=4, seconds=2.0, simulated=True, probe_s=4.0, rounds=2, workdir=tmp_path)
     assert r["requests"] >= 2 and r["context"] is None  # the simulated GPU reports none
     for path in ("direct", "aps"):
         x = r[path]
