@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from aps.bench.local.server import LocalServer
 from browser import chromium
+from served import module_server
 
 ADMIN = "console-admin-0123456789"
 CONFIG = f"""
@@ -57,11 +57,7 @@ class Load:
             t.join(70)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("console") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "console")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 
 from aps.bench.local.server import LocalServer
 from aps.server.console.live import MIN_INTERVAL_S, quantile
+from served import module_server
 
 ADMIN = "console-admin-0123456789"
 CONFIG = f"""
@@ -22,11 +23,7 @@ tenants:
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("console-api") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "console-api")
 
 
 def test_the_figures_need_the_admin_key(server):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from aps.bench.local.server import LocalServer
 from aps.cli import app as cli
 from aps.store import Store
+from served import module_server
 
 MODEL = "sim-llama-3-8b"
 ADMIN = "admin-key-0123456789"
@@ -36,11 +37,7 @@ def client(server, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("contract") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "contract")
 
 
 def test_a_client_cannot_claim_more_priority_than_its_tenant_bought(server):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from aps.bench.local.server import LocalServer
+from served import module_server
 
 CONFIG = """
 max_body_bytes: 20000
@@ -17,11 +17,7 @@ tenants:
 CHUNK = b"x" * 65536
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("edge") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "edge")
 
 
 def open_chunked(server, path: str, headers: dict[str, str]) -> socket.socket:

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from aps.bench.local.server import LocalServer
+from served import module_server
 
 CONFIG = """
 speed: 50
@@ -20,11 +21,7 @@ tenants:
 SCRAPER = {"Authorization": "Bearer scraper-key-0123456789"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("cache") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "cache")
 
 
 def generate(server, prompt, key="sk-acme", **extra):

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
-from aps.bench.local.server import LocalServer
+from served import module_server
 
 ADMIN = "admin-key-for-schemathesis-0123"
 KEYS = ["sk-schema-acme-0123456789", "sk-schema-beta-0123456789"]
@@ -42,11 +42,7 @@ OPERATIONS = [
 EXAMPLES = 30  # per operation, valid and invalid together: about 500 requests in all
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("schemathesis") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "schemathesis")
 
 
 @pytest.fixture(scope="module")

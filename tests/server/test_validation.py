@@ -16,6 +16,7 @@ from aps.core import ConfigError, Tenant
 from aps.server import errors
 from aps.store import Store
 from aps.store.directory import Directory
+from served import module_server
 
 ADMIN = "admin-key-for-validation-0123"
 CONFIG = f"""
@@ -27,11 +28,7 @@ tenants:
 KEY = {"Authorization": "Bearer sk-acme-valid"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = LocalServer(CONFIG, log_path=tmp_path_factory.mktemp("validation") / "server.log")
-    yield s
-    s.stop()
+server = module_server(CONFIG, "validation")
 
 
 def admin(server, method, path, **kw):
