@@ -27,12 +27,17 @@ def test_file_then_environment_then_options(tmp_path):
     ("tenants:\n  - {id: a, keys: [k]}\n  - {id: b, keys: [k]}\n", "given to two tenants"),
     ("- just\n- a list\n", "expected a mapping"),
     ("port: [\n", "cannot read"),
+    ("store: {url: 'mysql://u:secret@h/db'}\n", "must be a postgresql:// URL"),
+    ("store: {db_timeout_s: 0}\n", "field 'store.db_timeout_s'"),
+    ("store: {ledger_buffer_rows: 0}\n", "field 'store.ledger_buffer_rows'"),
+    ("store: {ledger_full: ignore}\n", "field 'store.ledger_full'"),
 ])
 def test_a_bad_file_says_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         load_config(path, env={})
+    assert "secret" not in str(refused.value)  # a database URL may hold a password
 
 
 def test_keyless_demo_tenants_stay_on_loopback(tmp_path):
