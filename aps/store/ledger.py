@@ -23,10 +23,11 @@ import logging
 import time
 
 from aps.core import Request, Status
-from aps.store.base import SqlStore
+from aps.store.base import USAGE_COLUMNS, SqlStore
 
 log = logging.getLogger("aps.ledger")
 RECORDED = (Status.FINISHED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
+_TENANT, _FINISHED, _COST = (USAGE_COLUMNS.index(c) for c in ("tenant_id", "finished", "cost"))
 
 
 class Ledger:
@@ -53,8 +54,8 @@ class Ledger:
 
     def unwritten_usd(self, tenant_id: str, since: float | None) -> float:
         """Dollars billed to a tenant in rows not yet written (ended since `since`, unix)."""
-        return sum(r[12] for r in self.pending
-                   if r[1] == tenant_id and (since is None or r[7] >= since))
+        return sum(r[_COST] for r in self.pending
+                   if r[_TENANT] == tenant_id and (since is None or r[_FINISHED] >= since))
 
     def row(self, req: Request, key_prefix: str, model: str) -> tuple:
         unix = self._unix

@@ -104,3 +104,23 @@ def test_a_write_slower_than_the_timeout_counts_as_down():
         await asyncio.wait_for(ledger.settled(), 1)
         assert ledger.down and len(ledger.pending) == 1
     asyncio.run(main())
+
+
+def test_rows_not_yet_written_count_toward_their_tenants_spend():
+    """A budget that follows a shared ledger adds this replica's unwritten rows to it."""
+    async def main():
+        store = Flaky()
+        store.up = False
+        ledger = Ledger(store, lambda t: t)
+        for rid, tenant in (("a", "t"), ("b", "t"), ("c", "other")):
+            req = ended(rid)
+            req.tenant_id, req.price = tenant, (0.01, 0.1)  # 10 prompt + 5 output: $0.60
+            ledger.record(req, "", "m")
+            await ledger.settled()
+        assert ledger.unwritten_usd("t", None) == pytest.approx(1.2)
+        assert ledger.unwritten_usd("t", 1.0) == pytest.approx(1.2)  # they ended at t = 1
+        assert ledger.unwritten_usd("t", 1.5) == 0.0
+        store.up = True
+        await ledger.retry()
+        assert ledger.unwritten_usd("t", None) == 0.0
+    asyncio.run(main())
