@@ -108,15 +108,17 @@ class TenantState:
         t = self.tenant
         if t.max_concurrent is not None and self.num_in_flight >= t.max_concurrent:
             return Verdict(False, "concurrency", None)
+        # The budget before the buckets: a bucket's refusal may demote, and a demoted request
+        # must not run on a spent budget
+        budget = self.budget
+        if budget is not None and not budget.can_reserve(req.cost_usd(req.prompt_tokens,
+                                                                      req.max_tokens), now):
+            return Verdict(False, "budget", budget.end - now)  # inf for a total budget
         if self.requests is not None and not self.requests.can_take(1, now):
             return Verdict(False, "requests", self.requests.time_until(1, now))
         cost = req.prompt_tokens + req.max_tokens
         if self.tokens is not None and not self.tokens.can_take(cost, now):
             return Verdict(False, "tokens", self.tokens.time_until(cost, now))
-        budget = self.budget
-        if budget is not None and not budget.can_reserve(req.cost_usd(req.prompt_tokens,
-                                                                      req.max_tokens), now):
-            return Verdict(False, "budget", budget.end - now)  # inf for a total budget
         return _OK
 
     def admit(self, req: Request, now: float) -> None:

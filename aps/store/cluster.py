@@ -81,9 +81,13 @@ class Cluster:
                 return taken
             if taken.reason == "budget":
                 req.demoted = tenant.over_budget is OverLimit.DEMOTE
-                return taken
-            if tenant.over_limit is OverLimit.DEMOTE:
+            elif tenant.over_limit is OverLimit.DEMOTE:
                 req.demoted = True
+            if req.demoted:
+                if spend is not None:  # it reserved nothing; its end bills its whole cost
+                    self.spends[req.request_id] = dataclasses.replace(spend, cost_usd=0.0)
+                return taken
+            if taken.reason == "budget":
                 return taken
             if tenant.over_limit is not OverLimit.DELAY or waited + taken.retry_after > MAX_DELAY_S:
                 return taken

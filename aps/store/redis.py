@@ -48,15 +48,8 @@ end
 local tr, tb, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rr, rb = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lt, lr
-if rr > 0 then
-  lr = level(KEYS[2], rr, rb)
-  if lr < 1 then return {0, 'requests', tostring((1 - lr) / rr)} end
-end
-if tr > 0 then
-  lt = level(KEYS[1], tr, tb)
-  if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr)} end
-end
 local limit, usd, ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+-- the budget before the buckets: a bucket's refusal may demote, never onto a spent budget
 if limit >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[3]))
   if spent == nil then
@@ -65,8 +58,16 @@ if limit >= 0 then
     if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
   end
   if spent + usd > limit * (1 + 1e-9) then return {0, 'budget', ARGV[10]} end
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[7])
 end
+if rr > 0 then
+  lr = level(KEYS[2], rr, rb)
+  if lr < 1 then return {0, 'requests', tostring((1 - lr) / rr)} end
+end
+if tr > 0 then
+  lt = level(KEYS[1], tr, tb)
+  if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr)} end
+end
+if limit >= 0 then redis.call('INCRBYFLOAT', KEYS[3], ARGV[7]) end
 if rr > 0 then put(KEYS[2], lr - 1, rr, rb) end
 if tr > 0 then put(KEYS[1], lt - cost, tr, tb) end
 return {1}

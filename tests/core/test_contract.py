@@ -107,6 +107,17 @@ def test_admission_reserves_the_largest_cost_and_the_end_settles_the_real_one():
     assert s.submit(R("r4", prompt=100, out=300, price=PRICE), 22.0).ok  # $0.40 fits in $0.40
 
 
+def test_a_tenant_over_its_rate_is_not_demoted_onto_a_spent_budget():
+    """A bucket's refusal may demote (`over_limit: demote`), but the budget comes first: once
+    it is spent, a request is refused as over budget instead of running in the spare band."""
+    s = Scheduler([Tenant("a", budget_usd=0.5, budget_period="day", token_rate=1.0,
+                          token_burst=500, over_limit="demote")], "fifo")
+    assert s.submit(R("r1", price=PRICE), 0.0).ok  # $0.50 reserved, the bucket emptied
+    over = s.submit(R("r2", price=PRICE), 0.0)
+    assert (over.ok, over.reason) == (False, "budget")
+    assert not s.requests.get("r2") or s.requests["r2"].status is not Status.WAITING
+
+
 def test_a_new_period_starts_from_nothing_spent_and_a_total_budget_never_resets():
     s = Scheduler([Tenant("d", budget_usd=0.5, budget_period="day"),
                    Tenant("t", budget_usd=0.5, budget_period="total")], "fifo")
