@@ -49,10 +49,12 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # each releases what it holds
+        await gateway.ledger.idle()  # a commit in flight ends before the last flush
         if gateway.cluster is not None:
             await gateway.cluster.close()
         if not gateway.ledger.flush():
             log.error("%d usage rows could not be written", len(gateway.ledger.pending))
+        await gateway.store.aclose()
         gateway.store.close()
 
     app = FastAPI(title="APS", lifespan=lifespan)

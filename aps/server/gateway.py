@@ -141,27 +141,30 @@ class Gateway:
 
     async def watch_store(self) -> None:
         """Every `store.reload_s`: pick up tenant and key changes made anywhere, write the
-        ledger rows an outage left, follow budgets. Ends (cancelled) by releasing the
-        connections the ledger holds."""
+        ledger rows an outage left, follow budgets. Nothing ends the loop but its
+        cancellation: an unexpected error is logged and tried again at the next turn."""
         failing = False
-        try:
-            while True:
-                await asyncio.sleep(self.config.store.reload_s)
-                try:
-                    changed = await self.directory.refresh()
-                    if changed is not None:
-                        self.apply_tenants(changed)
-                    if failing:
-                        log.warning("the database %s answers again", self.store.where)
-                    failing = False
-                except self.store.unreachable as exc:
-                    if not failing:  # once per outage, not every reload
-                        log.error("cannot read the database %s: %s", self.store.where, exc)
-                    failing = True
+        while True:
+            await asyncio.sleep(self.config.store.reload_s)
+            try:
+                changed = await self.directory.refresh()
+                if changed is not None:
+                    self.apply_tenants(changed)
+                if failing:
+                    log.warning("the database %s answers again", self.store.where)
+                failing = False
+            except self.store.unreachable as exc:
+                if not failing:  # once per outage, not every reload
+                    log.error("cannot read the database %s: %s", self.store.where, exc)
+                failing = True
+            except Exception:
+                log.exception("cannot apply the tenants in %s", self.store.where)
+            try:
                 await self.ledger.retry()
                 await self.budgets.refresh()
-        finally:
-            await self.store.aclose()
+            except Exception:
+                log.exception("the store watch failed; trying again in %gs",
+                              self.config.store.reload_s)
 
     def caller(self, authorization: str | None, named: str | None = None,
                keyless_ok: bool = False) -> Caller:
@@ -325,7 +328,7 @@ class Gateway:
         if req.status is Status.FINISHED:
             self.recent.add(now, req.e2e)
         prefix = self._key_prefix.pop(req.request_id, "")
-        self.ledger.record(req, prefix, self.backend.model_name)
+        self.ledger.record(req, prefix, req.model or self.backend.model_name)
         if self.cluster is not None:
             self.cluster.on_end(req, self.directory.tenants.get(req.tenant_id))
 

@@ -49,8 +49,9 @@ class Ledger:
 
     @property
     def full(self) -> bool:
-        """The backlog has reached its limit (new work is refused under `reject`)."""
-        return len(self.pending) >= self.buffer_rows
+        """The database does not take writes and the backlog has reached its limit (new work
+        is refused under `reject`). While it takes them, rows only wait for the next commit."""
+        return self.down and len(self.pending) >= self.buffer_rows
 
     def unwritten_usd(self, tenant_id: str, since: float | None) -> float:
         """Dollars billed to a tenant in rows not yet written (ended since `since`, unix)."""
@@ -104,8 +105,15 @@ class Ledger:
                 if self.down and self._next is not None:
                     self._next.set_result(None)  # their rows are kept for `retry` too
                     self._next = None
+        except BaseException:
+            self.down = True  # whatever failed, the rows are kept and `retry` writes them
+            raise
         finally:
             self._writer = None
+            for waiting in (self._writing, self._next):  # no client waits for ever
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
+            self._writing = self._next = None
 
     async def retry(self) -> None:
         """Write the backlog a failed write left (the gateway calls this periodically). Clients
@@ -165,10 +173,17 @@ class Ledger:
                 self.dropped += 1
                 log.error("usage ledger: the row of request %s is dropped, the database refuses "
                           "it: %s", row[0], exc)
-            except (asyncio.TimeoutError, *self.store.unreachable):
+            except Exception:  # the database stops answering: the rest stay pending
                 del self.pending[:i]
                 return False
         return True
+
+    async def idle(self) -> None:
+        """Return once no write is in flight, or after a write's timeout (at shutdown, before
+        the last `flush`, so that it does not write a batch in flight a second time)."""
+        deadline = time.monotonic() + 2 * self.timeout_s + 1
+        while self._writer is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def settled(self) -> None:
         """Return once every row recorded so far has been committed (or its write failed and

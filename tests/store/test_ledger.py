@@ -124,3 +124,34 @@ def test_rows_not_yet_written_count_toward_their_tenants_spend():
         await ledger.retry()
         assert ledger.unwritten_usd("t", None) == 0.0
     asyncio.run(main())
+
+
+def test_a_small_buffer_drops_nothing_while_the_database_takes_writes():
+    """The buffer's limit is for an outage: rows waiting for the next commit are not a backlog."""
+    async def main():
+        store = Flaky()
+        ledger = Ledger(store, lambda t: t, buffer_rows=1, when_full="serve")
+        for i in range(3):  # three requests end in one turn
+            ledger.record(ended(f"r{i}"), "", "m")
+        assert not ledger.full
+        await ledger.settled()
+        assert store.committed == ["r0", "r1", "r2"] and ledger.dropped == 0
+    asyncio.run(main())
+
+
+def test_a_write_that_fails_unexpectedly_keeps_the_rows_and_strands_no_client():
+    class Broken(Flaky):
+        rejected = (KeyError,)
+
+        async def write_usage(self, rows):
+            if len(rows) > 1:
+                raise KeyError("refused: try them one by one")
+            raise OSError("and then something nobody expected")
+
+    async def main():
+        ledger = Ledger(Broken(), lambda t: t)
+        ledger.record(ended("r1"), "", "m")
+        ledger.record(ended("r2"), "", "m")
+        await asyncio.wait_for(ledger.settled(), 1)
+        assert ledger.down and [r[0] for r in ledger.pending] == ["r1", "r2"]
+    asyncio.run(main())
