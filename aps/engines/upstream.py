@@ -97,7 +97,9 @@ class Timeouts:
 
     def for_stream(self, stream: bool) -> aiohttp.ClientTimeout:
         read = self.stall_s if stream else self.response_s
-        return aiohttp.ClientTimeout(sock_connect=self.connect_s, sock_read=read)
+        # `connect` bounds the name lookup too (the pool never queues: its connector has no limit)
+        return aiohttp.ClientTimeout(connect=self.connect_s, sock_connect=self.connect_s,
+                                     sock_read=read)
 
 
 class UpstreamPool:

@@ -117,7 +117,7 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
                 raise UpstreamError(code, _error_message(await resp.read(), code),
                                     not _client_fault(code))
             if not body["stream"]:
-                yield _parse((await resp.read()).decode(), chat, whole=True)
+                yield _parse(await resp.read(), chat, whole=True)
                 return
             done = False
             async for data in _data_lines(resp.content):
@@ -125,7 +125,7 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
                     done = True  # read on to the end of the body: then the connection is
                     continue     # kept for the next request instead of being closed
                 if not done:
-                    yield _parse(data.decode(), chat)
+                    yield _parse(data, chat)
             if done:
                 return
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -147,12 +147,18 @@ async def _data_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield rest[5:].strip()
 
 
-def _parse(data: str, chat: bool, whole: bool = False) -> Chunk:
-    """One SSE chunk, or (`whole`) a complete non-streamed response."""
+def _parse(data: bytes, chat: bool, whole: bool = False) -> Chunk:
+    """One SSE chunk, or (`whole`) a complete non-streamed response. Whatever is not the JSON
+    the OpenAI API sends (bytes that are not UTF-8, a list, a `usage` that is not a number) is
+    a failed answer from that server, never an exception that would leave its request hanging."""
     try:
-        obj = json.loads(data)
-    except json.JSONDecodeError:
-        raise UpstreamError(None, f"malformed chunk: {data[:200]!r}", retryable=True) from None
+        return _chunk(json.loads(data), chat, whole)
+    except (ValueError, TypeError, AttributeError):
+        shown = data[:200].decode("utf-8", "replace")
+        raise UpstreamError(None, f"malformed chunk: {shown!r}", retryable=True) from None
+
+
+def _chunk(obj: dict, chat: bool, whole: bool) -> Chunk:
     if "error" in obj:  # a server that fails mid-stream says so in an event
         err = obj["error"]
         message = err.get("message", str(err)) if isinstance(err, dict) else str(err)

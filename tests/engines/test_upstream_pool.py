@@ -160,18 +160,28 @@ def test_upstream_body_forwards_the_clients_fields_and_priority_only_when_asked(
 
 
 def test_sse_chunks_give_text_finish_and_usage_and_errors_raise():
-    chunk = _parse('{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}', True)
+    chunk = _parse(b'{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}', True)
     assert chunk.text == "Hel" and chunk.finish_reason is None and chunk.usage is None
-    chunk = _parse('{"choices":[{"index":0,"text":"lo","finish_reason":"length"}]}', False)
+    chunk = _parse(b'{"choices":[{"index":0,"text":"lo","finish_reason":"length"}]}', False)
     assert chunk.text == "lo" and chunk.finish_reason == "length"
-    chunk = _parse('{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,'
-                   '"total_tokens":8}}', True)
+    chunk = _parse(b'{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,'
+                   b'"total_tokens":8}}', True)
     assert chunk.usage.prompt_tokens == 5 and chunk.usage.completion_tokens == 3 and not chunk.text
     with pytest.raises(UpstreamError) as err:
-        _parse('{"error":{"message":"engine died"}}', True)
+        _parse(b'{"error":{"message":"engine died"}}', True)
     assert err.value.retryable and "engine died" in err.value.message
     with pytest.raises(UpstreamError):
-        _parse("not json", True)
+        _parse(b"not json", True)
+
+
+@pytest.mark.parametrize("data", [b'{"choices":[{"text":"a\xff"}]}', b'[1, 2]',
+                                  b'{"usage":{"prompt_tokens":"many"}}', b'{"choices":[7]}'])
+def test_an_answer_that_is_not_the_apis_json_is_a_failed_answer(data):
+    """Never an exception the dispatcher does not expect: that would leave the request
+    running with nobody to end it."""
+    with pytest.raises(UpstreamError) as err:
+        _parse(data, False)
+    assert err.value.retryable and "malformed chunk" in err.value.message
 
 
 def test_vllm_metrics_give_the_kv_capacity_in_tokens():
