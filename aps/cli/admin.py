@@ -124,7 +124,7 @@ def tenants_set(tenant_id: str, weight: float = _WEIGHT, bid: int = _BID,
     with _open(db) as store:
         try:
             tenant = store.update_tenant(tenant_id, **changes)
-        except (StoreError, ConfigError) as exc:
+        except (StoreError, ConfigError, ValueError) as exc:  # ValueError: --over-budget bogus
             _fail(exc)
     shown = {k: getattr(tenant, k) for k in changes}
     console.print(f"tenant {tenant_id}: " + ", ".join(
