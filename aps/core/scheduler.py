@@ -136,6 +136,20 @@ class Scheduler:
         state.num_in_flight += 1
         self.enqueue(req, now)
 
+    def entitle(self, req: Request) -> None:
+        """Set the request's bid: its tenant's when it asks none, capped at what the tenant
+        bought (priority is sold, not claimed). Also for requests answered without the queue
+        (a cache hit), so that what they report and bill is the entitled bid."""
+        state = self.tenants.get(req.tenant_id)
+        if state is None:
+            raise UnknownTenant(f"request {req.request_id}: unknown tenant {req.tenant_id!r}")
+        if req.bid is None:
+            req.bid = state.tenant.bid
+        if not (isinstance(req.bid, int) and 1 <= req.bid <= 10):
+            raise InvalidRequest(f"request {req.request_id}: bid must be an integer in 1..10, "
+                                 f"got {req.bid!r}")
+        req.bid = min(req.bid, state.tenant.entitled_bid)
+
     def _validate(self, req: Request) -> TenantState:
         rid = req.request_id
         state = self.tenants.get(req.tenant_id)
@@ -144,11 +158,7 @@ class Scheduler:
         if req.prompt_tokens < 1 or req.max_tokens < 1:
             raise InvalidRequest(f"request {rid}: prompt_tokens and max_tokens must be >= 1, "
                                  f"got {req.prompt_tokens} and {req.max_tokens}")
-        if req.bid is None:
-            req.bid = state.tenant.bid
-        if not (isinstance(req.bid, int) and 1 <= req.bid <= 10):
-            raise InvalidRequest(f"request {rid}: bid must be an integer in 1..10, got {req.bid!r}")
-        req.bid = min(req.bid, state.tenant.entitled_bid)  # priority is sold, not claimed
+        self.entitle(req)
         if req.max_queue_s is not None and not req.max_queue_s > 0:
             raise InvalidRequest(f"request {rid}: max_queue_s must be > 0, got {req.max_queue_s}")
         if rid in self.requests:

@@ -72,6 +72,7 @@ class Driver:
         self._check_accepting()
         key = None
         if self.cache is not None and call is not None:
+            self.sched.entitle(req)  # a hit reports and bills the entitled bid too
             key = cache_key(req.tenant_id, req.model, call.chat, call.body)
             hit = self.cache.get(key, self.now()) if key is not None else None
             if hit is not None:

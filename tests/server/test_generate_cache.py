@@ -87,3 +87,15 @@ def test_without_the_cache_nothing_is_cached(tmp_path):
         assert not generate(s, "same", max_tokens=3).json()["cached"]
     finally:
         s.stop()
+
+
+def test_a_cache_hit_reports_and_bills_the_entitled_bid_not_the_asked_one(server):
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-beta", max_retries=0)
+    body = dict(model="sim-llama-3-8b", prompt="the same words twice", max_tokens=3,
+                temperature=0, extra_body={"priority": 10})  # beta bought bid 5
+    answers = [c.completions.with_raw_response.create(**body) for _ in range(2)]
+    assert [a.headers["x-aps-priority"] for a in answers] == ["5", "5"]  # a miss, then a hit
+    bids = sqlite3.connect(server.db_path).execute(
+        "SELECT reason, bid FROM usage WHERE tenant_id = 'beta' AND completion_tokens = 3 "
+        "ORDER BY id").fetchall()
+    assert bids[-2:] == [("", 5), ("cached", 5)]
