@@ -94,12 +94,13 @@ class Gateway:
 
     def _served_models(self) -> dict[str, str]:
         """Every name a client may ask for -> the served model it means."""
-        names = getattr(self.backend, "pools", {self.backend.model_name: None})
+        names = set(getattr(self.backend, "pools", {self.backend.model_name: None}))
         served = {name: name for name in names}
         for alias, target in self.config.aliases.items():
-            if target not in served:
+            if target not in names:  # a served model's name, never another alias
                 raise ConfigError(f"aliases: {alias!r} names {target!r}, which is not served "
-                                  f"here (served: {', '.join(sorted(served))})")
+                                  f"here (an alias names a served model: "
+                                  f"{', '.join(sorted(names))})")
             served[alias] = target
         return served
 

@@ -60,6 +60,8 @@ def test_upstreams_may_serve_several_models_and_aliases_must_name_one(tmp_path):
     assert gateway.models == {"a": "a", "b": "b", "x": "b"}
     with pytest.raises(ConfigError, match="aliases: 'x' names 'c', which is not served here"):
         create_app(load_config(env=env, upstreams=ups, aliases={"x": "c"}))
+    with pytest.raises(ConfigError, match="aliases: 'y' names 'x', which is not served here"):
+        create_app(load_config(env=env, upstreams=ups, aliases={"x": "b", "y": "x"}))
 
 
 def test_a_request_that_ended_unfinished_maps_to_the_right_http_error():
