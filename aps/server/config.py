@@ -168,6 +168,10 @@ class Prices(Price):
                         for name, value in (self.model_extra or {}).items()}
         return self
 
+    def models(self) -> list[str]:
+        """The served names that have their own price."""
+        return list(self._models)
+
     def for_model(self, model: str) -> tuple[float, float]:
         """Dollars per prompt token and per output token for a served model."""
         return self._models.get(model, self).per_token()

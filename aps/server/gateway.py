@@ -102,6 +102,10 @@ class Gateway:
                                   f"here (an alias names a served model: "
                                   f"{', '.join(sorted(names))})")
             served[alias] = target
+        for name in self.config.prices.models():  # a typo would bill the default price
+            if name not in names:
+                raise ConfigError(f"prices: {name!r} is not a model served here (a price names "
+                                  f"a served model: {', '.join(sorted(names))})")
         return served
 
     def _build_backend(self) -> tuple[Backend, Driver]:

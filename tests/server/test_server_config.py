@@ -64,6 +64,22 @@ def test_upstreams_may_serve_several_models_and_aliases_must_name_one(tmp_path):
         create_app(load_config(env=env, upstreams=ups, aliases={"x": "b", "y": "x"}))
 
 
+def test_a_model_price_must_name_a_served_model(tmp_path):
+    """A typo in a model's price would quietly bill the default price instead."""
+    from aps.server.app import create_app
+    ups = [{"url": "http://127.0.0.1:1", "model": "a"}, {"url": "http://127.0.0.1:2", "model": "b"}]
+    env = {"APS_DB": str(tmp_path / "a.db")}
+    prices = {"input_per_1m": 0.1, "b": {"input_per_1m": 0.6}}
+    gateway = create_app(load_config(env=env, upstreams=ups, prices=prices)).state.gateway
+    assert gateway.config.prices.for_model("b") == pytest.approx((0.6e-6, 0.0))
+    assert gateway.config.prices.for_model("a") == pytest.approx((0.1e-6, 0.0))
+    with pytest.raises(ConfigError, match="prices: 'bb' is not a model served here"):
+        create_app(load_config(env=env, upstreams=ups, prices={"bb": {"input_per_1m": 0.6}}))
+    with pytest.raises(ConfigError, match="prices: 'x' is not a model served here"):
+        create_app(load_config(env=env, upstreams=ups, aliases={"x": "b"},
+                               prices={"x": {"input_per_1m": 0.6}}))  # an alias has no price
+
+
 def test_a_request_that_ended_unfinished_maps_to_the_right_http_error():
     """The only place a request's end becomes an HTTP status: the gateway."""
     from aps.core import Request, Status
