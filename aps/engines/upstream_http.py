@@ -29,6 +29,13 @@ import aiohttp
 # Fields the gateway sets itself for each replica; the client's are not forwarded.
 _REPLACED = frozenset({"model", "stream", "stream_options", "priority", "max_tokens",
                        "max_completion_tokens"})
+# What the gateway holds in memory of one answer. The upstream is the operator's own, but a
+# broken one (a line that never ends, a body that never stops) must fail its request, not
+# grow the gateway without bound. One SSE event with top-20 logprobs is about 2 KB; a whole
+# answer of 32k tokens with them, about 32 MB; an error needs only its message.
+MAX_LINE_BYTES = 1 << 20
+MAX_ANSWER_BYTES = 64 << 20
+_MAX_ERROR_BYTES = 64 << 10
 
 
 @dataclass(slots=True)
@@ -114,10 +121,10 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
                                 **extra) as resp:
             if resp.status != 200:
                 code = resp.status
-                raise UpstreamError(code, _error_message(await resp.read(), code),
-                                    not _client_fault(code))
+                raise UpstreamError(code, _error_message(
+                    await resp.content.read(_MAX_ERROR_BYTES), code), not _client_fault(code))
             if not body["stream"]:
-                yield _parse(await resp.read(), chat, whole=True)
+                yield _parse(await _whole(resp.content), chat, whole=True)
                 return
             done = False
             async for data in _data_lines(resp.content):
@@ -133,6 +140,16 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
     raise UpstreamError(None, "the stream ended without [DONE]", retryable=True)
 
 
+async def _whole(content: aiohttp.StreamReader) -> bytes:
+    """A plain answer's body, up to `MAX_ANSWER_BYTES`."""
+    body = bytearray()
+    async for piece in content.iter_any():
+        body += piece
+        if len(body) > MAX_ANSWER_BYTES:
+            raise _too_long("answer", MAX_ANSWER_BYTES)
+    return bytes(body)
+
+
 async def _data_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """The payloads of an SSE body's `data:` lines, each as soon as its line is whole (the
     network cuts lines anywhere). Blank separators, comments and event names are skipped."""
@@ -140,11 +157,17 @@ async def _data_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     async for piece in content.iter_any():
         lines = (rest + piece).split(b"\n")
         rest = lines.pop()  # the start of a line still coming
+        if len(rest) > MAX_LINE_BYTES:
+            raise _too_long("stream line", MAX_LINE_BYTES)
         for line in lines:
             if line.startswith(b"data:"):
                 yield line[5:].strip()
     if rest.startswith(b"data:"):  # a last line with no newline
         yield rest[5:].strip()
+
+
+def _too_long(what: str, limit: int) -> UpstreamError:
+    return UpstreamError(None, f"the upstream's {what} is over {limit:,} bytes", retryable=True)
 
 
 def _parse(data: bytes, chat: bool, whole: bool = False) -> Chunk:
