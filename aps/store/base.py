@@ -83,7 +83,8 @@ class SqlStore:
     _integrity: type[Exception] = Exception
     _for_update = ""  # lock a row read to be changed, where the database needs it
     _insert_usage = (f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(USAGE_COLUMNS))})")
+                     f"VALUES ({', '.join('?' * len(USAGE_COLUMNS))}) "
+                     "ON CONFLICT (request_id) DO NOTHING")  # written again: billed once
 
     def __init__(self, clock):
         self._clock = clock

@@ -194,7 +194,7 @@ class Ledger:
 
     def flush(self) -> bool:
         """Write what is pending now, synchronously (at shutdown, when no writer will run
-        again). A batch still in flight may be written twice: the PostgreSQL store keeps one."""
+        again). A batch still in flight may be written twice: both stores keep one row."""
         if not self.pending:
             return True
         try:

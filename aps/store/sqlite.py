@@ -1,7 +1,8 @@
 """The embedded store: tenants, API keys and the usage ledger in one SQLite file (WAL mode).
 
 A ledger row is committed before the client hears its request ended: with WAL and
-synchronous=NORMAL a commit survives the process being killed. The schema is versioned with
+synchronous=NORMAL a commit survives the process being killed. A request has one row: a row
+written again is ignored, as in PostgreSQL. The schema is versioned with
 `PRAGMA user_version`; `MIGRATIONS[i]` upgrades version i to i+1 in place, so an operator's
 file follows the code across upgrades.
 """
@@ -69,6 +70,13 @@ MIGRATIONS = [
     ALTER TABLE api_keys ADD COLUMN expires_at REAL;
     ALTER TABLE api_keys ADD COLUMN models TEXT;
     ALTER TABLE api_keys ADD COLUMN max_bid INTEGER;
+    """,
+    # 4: one row per request, as in PostgreSQL, so a batch written again (shutdown's last flush
+    # after a commit whose answer was lost) bills nobody twice. A file that already holds such
+    # a repeat keeps its first row: the later one billed the same request again.
+    """
+    DELETE FROM usage WHERE id NOT IN (SELECT MIN(id) FROM usage GROUP BY request_id);
+    CREATE UNIQUE INDEX usage_request ON usage(request_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

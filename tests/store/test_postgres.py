@@ -1,7 +1,5 @@
 """What only the PostgreSQL store does: migrations under a lock, seeding once by replicas that
-start together, a change counter only tenants and keys move, idempotent ledger inserts, and a
-database URL that is never shown with its password."""
-import asyncio
+start together, a change counter only tenants and keys move, and a database URL that is never shown with its password."""
 import threading
 
 import psycopg
@@ -85,17 +83,6 @@ def test_only_tenant_and_key_changes_move_the_version_whoever_makes_them(pg_url)
         assert s.data_version() > v2
         snapshot = s.snapshot()
         assert snapshot.version == s.data_version() and snapshot.tenants[0].weight == 2
-
-
-def test_a_ledger_batch_written_twice_bills_each_request_once(pg_url):
-    async def main(s):
-        await s.write_usage([row("r1"), row("r2")])
-        await s.write_usage([row("r1"), row("r2"), row("r3")])  # its commit answer was lost
-        await s.aclose()
-    with open_store(pg_url) as s:
-        asyncio.run(main(s))
-        assert [r["request_id"] for r in s.usage()] == ["r1", "r2", "r3"]
-        assert s.spend("a") == pytest.approx(1.5)
 
 
 def test_an_unreachable_database_is_a_clear_error_without_the_password():

@@ -1,5 +1,6 @@
 """The store, SQLite's and PostgreSQL's alike: tenants, hashed keys, the ledger, the CLI on
 either; SQLite's migrations; export and replay."""
+import asyncio
 import json
 import sqlite3
 
@@ -100,6 +101,37 @@ def test_ledger_rows_survive_and_filter_by_tenant_and_time(opened):
     assert len(text.splitlines()) == 4
     assert s.spend("a") == pytest.approx(0.002) and s.spend("a", since=250) == pytest.approx(0.001)
     assert [r["request_id"] for r in s.usage(limit=2)] == ["r1", "r2"]
+
+
+def test_a_ledger_batch_written_twice_bills_each_request_once(opened):
+    """Shutdown's last flush may write again a batch whose commit answer was lost."""
+    async def main(s):
+        await s.write_usage([row("r1"), row("r2")])
+        await s.write_usage([row("r1"), row("r2"), row("r3")])
+        await s.aclose()
+    s = opened()
+    asyncio.run(main(s))
+    s.record([row("r3"), row("r4")])
+    assert [r["request_id"] for r in s.usage()] == ["r1", "r2", "r3", "r4"]
+    assert s.spend("a") == pytest.approx(0.004)
+
+
+def test_a_file_with_a_request_billed_twice_keeps_its_first_row(tmp_path, monkeypatch):
+    """Before version 4 a SQLite ledger could hold a request twice; the upgrade keeps one."""
+    path = tmp_path / "a.db"
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", 3)
+    old = Store(path)
+    old.db.executemany(f"INSERT INTO usage ({', '.join(store_sqlite.USAGE_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(store_sqlite.USAGE_COLUMNS))})",
+                       [row("r1", prompt=10), row("r2"), row("r1", prompt=99)])
+    assert len(old.usage()) == 3
+    old.close()
+    monkeypatch.undo()
+    s = Store(path)
+    assert [(r["request_id"], r["prompt_tokens"]) for r in s.usage()] == [("r1", 10), ("r2", 10)]
+    s.record([row("r1")])
+    assert len(s.usage()) == 2
+    s.close()
 
 
 def test_migrations_upgrade_in_place_and_refuse_a_newer_schema(tmp_path, monkeypatch):
