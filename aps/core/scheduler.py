@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import Counter
 from typing import Callable, Iterable
 
 from aps.core.batch import BatchConfig, StepPlan
@@ -380,6 +381,10 @@ class Scheduler:
     @property
     def num_waiting_by_tenant(self) -> dict[str, int]:
         return {t: n for t, n in self._waiting_per_tenant.items() if n}
+
+    @property
+    def num_running_by_tenant(self) -> dict[str, int]:
+        return dict(Counter(req.tenant_id for req in self.running))
 
     @property
     def num_throttled(self) -> int:

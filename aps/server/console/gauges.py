@@ -37,9 +37,7 @@ class TenantGauges:
                                          "tenant since the start (prompt and output)",
                                          labels=["tenant"]),
         }
-        running: dict[str, int] = {}
-        for req in sched.running:
-            running[req.tenant_id] = running.get(req.tenant_id, 0) + 1
+        running = sched.num_running_by_tenant
         values: dict[str, dict[str, float]] = {}  # label -> figure -> value (`other` summed)
         waiting = sched.num_waiting_by_tenant
         for tenant_id, state in sched.tenants.items():

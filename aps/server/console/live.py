@@ -145,9 +145,7 @@ class Console:
               window_then: Counters | None) -> dict:
         gw, sched = self.gw, self.gw.sched
         waiting = sched.num_waiting_by_tenant
-        running: dict[str, int] = {}
-        for req in sched.running:
-            running[req.tenant_id] = running.get(req.tenant_id, 0) + 1
+        running = sched.num_running_by_tenant
         rate_dt = cur.t - rate_then.t if rate_then else 0.0
         window_dt = cur.t - window_then.t if window_then else 0.0
         served = {t: n - (window_then.service.get(t, 0.0) if window_then else n)
