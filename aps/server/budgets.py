@@ -176,21 +176,35 @@ class Budgets:
                      period_key, end - time.time(),
                      await self._ledger_spend(tenant.tenant_id, period_key, start))
 
-    async def _ledger_spend(self, tenant_id: str, period_key: str, start: float) -> float:
+    async def _ledger_spend(self, tenant_id: str, period_key: str,
+                            start: float) -> float | None:
         """What the ledger billed the tenant in the period (every replica's, with a shared
         database), read at most every few seconds: it only seeds a period Redis does not
-        know. The database unreachable, the last sum read (or nothing) stands in."""
+        know. The database unreachable, the most this gateway has seen the tenant spend in the
+        period stands in (the last sum read, Redis's count, its own budget while Redis was
+        down): never zero, or a Redis restarted during a database outage would forget the
+        period's spend. None: it has seen nothing, and Redis refuses to seed the period."""
         key, now = (tenant_id, period_key), time.monotonic()
-        cached = self._ledger.get(key)
-        if cached is None or now - cached[0] > _LEDGER_READ_S:
-            since = None if math.isinf(start) else start
-            try:
-                billed = await self.store.run(self.store.spend, tenant_id, since)
-                cached = (now, billed + self.unwritten(tenant_id, since))
-            except self.store.unreachable:
-                cached = (now, 0.0 if cached is None else cached[1])
-            self._ledger[key] = cached
-        return cached[1]
+        read = self._ledger.get(key)
+        if read is None or now - read[0] > _LEDGER_READ_S:
+            read = (now, await self._ledger_sum(tenant_id, period_key, start))
+            self._ledger[key] = read
+        return read[1] if read[1] is not None else self._known_spend(tenant_id, period_key)
+
+    async def _ledger_sum(self, tenant_id: str, period_key: str, start: float) -> float | None:
+        since = None if math.isinf(start) else start
+        try:
+            billed = await self.store.run(self.store.spend, tenant_id, since)
+        except self.store.unreachable as exc:
+            known = self._known_spend(tenant_id, period_key)
+            log.warning("cannot read %s's spend from %s (%s): a period Redis does not know "
+                        "starts from %s", tenant_id, self.store.where, exc,
+                        "nothing known, so its requests are refused (503) meanwhile"
+                        if known is None else f"${known:.6g}, the most seen here")
+            return None
+        usd = billed + self.unwritten(tenant_id, since)
+        self._note(tenant_id, period_key, usd)
+        return usd
 
     async def view(self, tenant_id: str) -> dict | None:
         """A tenant's budget as it stands: the cluster's (Redis) or this gateway's."""
@@ -210,8 +224,9 @@ class Budgets:
                 shared = None
             if shared is not None:
                 self._note(tenant_id, period_key, shared)
-            spent = shared if shared is not None else await self._ledger_spend(
-                tenant_id, period_key, start)
+            else:
+                shared = await self._ledger_spend(tenant_id, period_key, start)
+            spent = 0.0 if shared is None else shared
             reserved = 0.0
         return {"budget_usd": tenant.budget_usd, "period": tenant.budget_period,
                 "spent_usd": spent, "reserved_usd": reserved,

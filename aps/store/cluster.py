@@ -74,6 +74,9 @@ class Cluster:
             except UNREACHABLE as exc:
                 self._down(exc)
                 return await self.admit(req, tenant, spend)
+            if taken.reason == "unseeded":  # a safe seed needs the database: not a refusal
+                raise StoreUnavailable(f"{tenant.tenant_id!r}'s spend in the budget period is "
+                                       "unknown while the database is unreachable")
             if taken.ok:
                 self.reserved[req.request_id] = cost if tenant.token_rate else 0
                 if spend is not None:

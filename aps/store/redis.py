@@ -9,7 +9,9 @@ idle tenant costs nothing.
 Spend budgets: a tenant's spend in the current period is `aps:{tenant}:spend:<period start>`,
 reserved and settled like the buckets (the largest cost at admission, the real one at the end)
 by the same script, and gone once its period is over. A key that is missing (a new period, or a
-Redis that restarted empty) starts from what the admitting replica's ledger billed.
+Redis that restarted empty) starts from what the admitting replica's ledger billed, or, its
+database unreachable, the most that replica has seen the tenant spend; knowing nothing, the
+replica refuses the request rather than start the period from zero.
 
 Fair-share counters: each replica adds the weighted service it gave (its VTC `charged` totals)
 to the hash `aps:vtc` and reads everyone's totals back; the service other replicas gave a
@@ -31,7 +33,8 @@ from aps.core import Tenant
 # KEYS: token bucket, request bucket, spend. ARGV: token rate, token burst, cost, request rate,
 # request burst (a rate of 0: no such limit), budget (negative: none), the request's largest
 # cost in dollars, the spend key's time to live in ms (0: none), the spend to start a missing key
-# from, seconds to the period's reset. Returns {1} or {0, limit, seconds to wait}.
+# from (negative: unknown, refused as 'unseeded'), seconds to the period's reset. Returns {1} or
+# {0, limit, seconds to wait}.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -54,6 +57,7 @@ if limit >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[3]))
   if spent == nil then
     spent = tonumber(ARGV[9])
+    if spent < 0 then return {0, 'unseeded', '1'} end  -- nothing to start from: no key made
     redis.call('SET', KEYS[3], ARGV[9])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
   end
@@ -112,7 +116,7 @@ class Spend:
     cost_usd: float  # the request's largest cost
     period_key: str  # the period, named by its start (unix seconds), or "total"
     ttl_s: float  # until the period's end (inf: a total budget)
-    seed_usd: float  # spend to start from if Redis has none for the period
+    seed_usd: float | None  # spend to start from if Redis has none for the period (None: unknown)
 
 
 def bucket_keys(tenant_id: str) -> list[str]:
@@ -153,7 +157,7 @@ class RedisStore:
         budget = (-1, 0, 0, 0, "inf") if spend is None else (
             spend.limit_usd, repr(spend.cost_usd),
             0 if math.isinf(spend.ttl_s) else math.ceil(spend.ttl_s * 1000) + 60_000,
-            repr(spend.seed_usd), repr(spend.ttl_s))
+            "-1" if spend.seed_usd is None else repr(spend.seed_usd), repr(spend.ttl_s))
         args = [tenant.token_rate or 0, tenant.token_burst or 0, cost,
                 tenant.request_rate or 0, tenant.request_burst or 0, *budget]
         key = spend_key(tenant.tenant_id, spend.period_key if spend else "none")
