@@ -38,7 +38,7 @@ class Budgets:
         self.now: Callable[[], float] = time.monotonic  # the driver's clock, once there is one
         self.unix_offset = 0.0  # unix time minus driver time
         self.standing: dict[str, dict] = {}  # each budgeted tenant's, refreshed for the metrics
-        self._ledger: dict[tuple[str, str], tuple[float, float]] = {}
+        self._ledger: dict[tuple[str, str], tuple[float, float | None]] = {}  # the last sum read
         self._followed = -math.inf  # when follow_ledger last read the ledger (monotonic)
         # tenant -> (period key, the most it is known to have spent in that period): Redis's
         # count, a ledger sum or this gateway's own budget, whichever was highest

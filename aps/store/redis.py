@@ -34,11 +34,12 @@ from redis.exceptions import ConnectionError
 
 from aps.core import Tenant
 
-# KEYS: token bucket, request bucket, spend, its epoch. ARGV: token rate, token burst, cost, request rate,
-# request burst (a rate of 0: no such limit), budget (negative: none), the request's largest
-# cost in dollars, the spend key's time to live in ms (0: none), the spend to start a missing key
-# from (negative: unknown, refused as 'unseeded'), seconds to the period's reset. Returns {1, epoch}
-# or {0, limit, seconds to wait, epoch}: the spend key's epoch ('' without a budget).
+# KEYS: token bucket, request bucket, spend, its epoch. ARGV: token rate, token burst, cost,
+# request rate, request burst (a rate of 0: no such limit), budget (negative: none), the
+# request's largest cost in dollars, the spend key's time to live in ms (0: none), the spend to
+# start a missing key from (negative: unknown, refused as 'unseeded'), seconds to the period's
+# reset. Returns {1, epoch} or {0, limit, seconds to wait, epoch}: the spend key's epoch ('':
+# no budget).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000

@@ -151,7 +151,8 @@ def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_p
         redis.stop()
         redis = RedisServer(tmp_path / "redis2.log", port=redis.port)  # back empty
         req = Request("here-0", "thrifty", 20, 50, 0.0, price=price)
-        assert (await gw.cluster.admit(req, thrifty, await gw.budgets.shared_spend(req, thrifty))).ok
+        spend = await gw.budgets.shared_spend(req, thrifty)
+        assert (await gw.cluster.admit(req, thrifty, spend)).ok
         # the period starts from the spend seen, not from zero
         assert (await gw.budgets.view("thrifty"))["spent_usd"] == pytest.approx(0.35)
         fresh = gw.directory.tenants["fresh"]  # never seen: refused, and no period seeded
