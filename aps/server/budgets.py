@@ -11,6 +11,7 @@ spend within those seconds.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,8 +38,15 @@ class Budgets:
         self.now: Callable[[], float] = time.monotonic  # the driver's clock, once there is one
         self.unix_offset = 0.0  # unix time minus driver time
         self.standing: dict[str, dict] = {}  # each budgeted tenant's, refreshed for the metrics
-        self._ledger: dict[tuple[str, str], tuple[float, float]] = {}
+        self._ledger: dict[tuple[str, str], tuple[float, float | None]] = {}  # the last sum read
         self._followed = -math.inf  # when follow_ledger last read the ledger (monotonic)
+        # tenant -> (period key, the most it is known to have spent in that period): Redis's
+        # count, a ledger sum or this gateway's own budget, whichever was highest
+        self._known: dict[str, tuple[str, float]] = {}
+        # tenants whose restored budget still waits for its read; True: nothing was known
+        # to start from, so its requests are refused meanwhile
+        self._unread: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     def use_clock(self, now: Callable[[], float], unix: Callable[[float], float]) -> None:
         self.now, self.unix_offset = now, unix(0.0)
@@ -50,18 +58,90 @@ class Budgets:
         return start - self.unix_offset, end - self.unix_offset
 
     def restore(self, tenants) -> None:
-        """A budget that starts here (at startup, a new budget, Redis gone) starts from what
-        the ledger billed in the current period, so spend survives restarts."""
+        """At startup: a budget starts from what the ledger billed in the current period, so
+        spend survives restarts. Read here and now: nothing is served yet."""
+        for tenant_id, budget in self._starting(tenants):
+            try:
+                budget.spent_usd = self.store.spend(tenant_id, self._since(budget))
+            except self.store.unreachable as exc:  # refused until `refresh` reads it
+                self._unread[tenant_id] = True
+                log.error("cannot read %s's spend from %s: %s", tenant_id, self.store.where, exc)
+
+    def restore_soon(self, tenants) -> None:
+        """While serving (Redis gone, a budget new at reload): the same, read off the event loop,
+        which one blocking read a tenant (up to `db_timeout_s` each) would stall for every
+        request. Until the read answers, a budget starts from the most this gateway has seen
+        the tenant spend in the period, never from less. Having seen nothing, it refuses the
+        tenant's requests (503, `unknown`) rather than let them spend from zero: the read takes
+        milliseconds unless the database is down, and then nothing would bound that spend."""
+        for tenant_id, budget in self._starting(tenants):
+            known = self._known_spend(tenant_id, self._key(budget))
+            budget.spent_usd = 0.0 if known is None else known
+            self._unread[tenant_id] = known is None
+            task = asyncio.ensure_future(self._read(tenant_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _starting(self, tenants):
+        """(tenant id, budget) of each budget that starts here, rolled to its period."""
         now = self.now()
         for tenant in tenants:
             budget = self.sched.tenants[tenant.tenant_id].budget
             if budget is not None and budget.end == -math.inf:
                 budget.roll(now)
-                try:
-                    budget.spent_usd = self.store.spend(tenant.tenant_id, self._since(budget))
-                except self.store.unreachable as exc:  # `refresh` catches up once it answers
-                    log.error("cannot read %s's spend from %s: %s", tenant.tenant_id,
-                              self.store.where, exc)
+                yield tenant.tenant_id, budget
+
+    async def _read(self, tenant_id: str) -> bool:
+        """Raise a restored budget to what the ledger bills the tenant in the period (with this
+        replica's rows not yet written); never lower it: its stand-in may count reservations
+        the ledger has not billed yet. False: the database did not answer; `refresh` tries
+        again."""
+        budget = self._budget(tenant_id)
+        if budget is None:  # gone meanwhile (Redis is back, the budget removed)
+            self._unread.pop(tenant_id, None)
+            return True
+        budget.roll(self.now())
+        since, period_end = self._since(budget), budget.end
+        try:
+            billed = await self.store.run(self.store.spend, tenant_id, since)
+        except self.store.unreachable as exc:
+            log.error("cannot read %s's spend from %s: %s", tenant_id, self.store.where, exc)
+            return False
+        budget = self._budget(tenant_id)  # (the tenant's state may have been replaced)
+        if budget is not None and budget.end == period_end:  # the period that was read
+            budget.spent_usd = max(budget.spent_usd, billed + self.unwritten(tenant_id, since))
+            self._unread.pop(tenant_id, None)
+        return True
+
+    def unknown(self, tenant_id: str) -> bool:
+        """Whether the tenant's budget waits for a spend it knew nothing of (`restore_soon`)."""
+        return self._unread.get(tenant_id, False) and self._budget(tenant_id) is not None
+
+    def _budget(self, tenant_id: str):
+        state = self.sched.tenants.get(tenant_id)
+        return None if state is None else state.budget
+
+    def _key(self, budget) -> str:
+        """The period key (Redis's name for it) of a budget's current period."""
+        return "total" if budget.period == "total" else str(round(budget.start + self.unix_offset))
+
+    def _note(self, tenant_id: str, period_key: str, usd: float) -> None:
+        known = self._known.get(tenant_id)
+        if known is None or known[0] != period_key or known[1] < usd:
+            self._known[tenant_id] = (period_key, usd)
+
+    def _known_spend(self, tenant_id: str, period_key: str) -> float | None:
+        known = self._known.get(tenant_id)
+        return known[1] if known is not None and known[0] == period_key else None
+
+    def note_local(self, tenant_id: str) -> None:
+        """What the tenant's budget here counts, before a new state may replace it (Redis is
+        back and takes the budget over): a Redis that restarted empty during a database outage
+        starts from it (`_ledger_spend`)."""
+        budget = self._budget(tenant_id)
+        if budget is not None and budget.end != -math.inf:
+            budget.roll(self.now())
+            self._note(tenant_id, self._key(budget), budget.spent_usd + budget.reserved_usd)
 
     def _since(self, budget) -> float | None:
         """The unix time the budget's current period began (None: a total budget)."""
@@ -96,21 +176,35 @@ class Budgets:
                      period_key, end - time.time(),
                      await self._ledger_spend(tenant.tenant_id, period_key, start))
 
-    async def _ledger_spend(self, tenant_id: str, period_key: str, start: float) -> float:
+    async def _ledger_spend(self, tenant_id: str, period_key: str,
+                            start: float) -> float | None:
         """What the ledger billed the tenant in the period (every replica's, with a shared
         database), read at most every few seconds: it only seeds a period Redis does not
-        know. The database unreachable, the last sum read (or nothing) stands in."""
+        know. The database unreachable, the most this gateway has seen the tenant spend in the
+        period stands in (the last sum read, Redis's count, its own budget while Redis was
+        down): never zero, or a Redis restarted during a database outage would forget the
+        period's spend. None: it has seen nothing, and Redis refuses to seed the period."""
         key, now = (tenant_id, period_key), time.monotonic()
-        cached = self._ledger.get(key)
-        if cached is None or now - cached[0] > _LEDGER_READ_S:
-            since = None if math.isinf(start) else start
-            try:
-                billed = await self.store.run(self.store.spend, tenant_id, since)
-                cached = (now, billed + self.unwritten(tenant_id, since))
-            except self.store.unreachable:
-                cached = (now, 0.0 if cached is None else cached[1])
-            self._ledger[key] = cached
-        return cached[1]
+        read = self._ledger.get(key)
+        if read is None or now - read[0] > _LEDGER_READ_S:
+            read = (now, await self._ledger_sum(tenant_id, period_key, start))
+            self._ledger[key] = read
+        return read[1] if read[1] is not None else self._known_spend(tenant_id, period_key)
+
+    async def _ledger_sum(self, tenant_id: str, period_key: str, start: float) -> float | None:
+        since = None if math.isinf(start) else start
+        try:
+            billed = await self.store.run(self.store.spend, tenant_id, since)
+        except self.store.unreachable as exc:
+            known = self._known_spend(tenant_id, period_key)
+            log.warning("cannot read %s's spend from %s (%s): a period Redis does not know "
+                        "starts from %s", tenant_id, self.store.where, exc,
+                        "nothing known, so its requests are refused (503) meanwhile"
+                        if known is None else f"${known:.6g}, the most seen here")
+            return None
+        usd = billed + self.unwritten(tenant_id, since)
+        self._note(tenant_id, period_key, usd)
+        return usd
 
     async def view(self, tenant_id: str) -> dict | None:
         """A tenant's budget as it stands: the cluster's (Redis) or this gateway's."""
@@ -122,13 +216,17 @@ class Budgets:
         if budget is not None:  # this gateway enforces it
             budget.roll(self.now())
             spent, reserved = budget.spent_usd, budget.reserved_usd
+            self._note(tenant_id, self._key(budget), spent + reserved)
         else:  # Redis does: spend there counts settled and reserved together
             try:
                 shared = await self.cluster.redis.spent(tenant_id, period_key)
             except UNREACHABLE:
                 shared = None
-            spent = shared if shared is not None else await self._ledger_spend(
-                tenant_id, period_key, start)
+            if shared is not None:
+                self._note(tenant_id, period_key, shared)
+            else:
+                shared = await self._ledger_spend(tenant_id, period_key, start)
+            spent = 0.0 if shared is None else shared
             reserved = 0.0
         return {"budget_usd": tenant.budget_usd, "period": tenant.budget_period,
                 "spent_usd": spent, "reserved_usd": reserved,
@@ -139,6 +237,9 @@ class Budgets:
     async def refresh(self) -> None:
         """Follow the shared ledger, and keep each budgeted tenant's standing at hand for the
         metrics (Redis's, in cluster mode, read here rather than at every scrape)."""
+        for tenant_id in list(self._unread):  # restored budgets whose read failed
+            if not await self._read(tenant_id):
+                break  # the database is down: the next turn tries again
         await self.follow_ledger()
         standing = {}
         for tenant_id, tenant in list(self._tenants().items()):

@@ -135,9 +135,10 @@ class Gateway:
         """Give the scheduler the tenants' current limits (all of them, or those given)."""
         tenants = list(self.directory.tenants.values() if tenants is None else tenants)
         for tenant in tenants:
+            self.budgets.note_local(tenant.tenant_id)  # before Redis may take its budget over
             self.sched.set_tenant(self._local(tenant))
             self.metrics.tenants.add(tenant.tenant_id)
-        self.budgets.restore(tenants)
+        self.budgets.restore_soon(tenants)
 
     def reload(self) -> None:
         """Pick up tenants and keys written by the CLI, the admin API or another replica.
@@ -250,6 +251,9 @@ class Gateway:
             raise ApiError(503, "the usage ledger cannot be written and its buffer is full; "
                                 "retry later", "ledger_unavailable",
                            errors.retry_after(self.config.store.reload_s * 5))
+        if self.budgets.unknown(req.tenant_id):  # see Budgets.restore_soon
+            raise ApiError(503, "the tenant's spend is being read from the database; retry "
+                                "later", "store_unavailable", errors.retry_after(1))
         if self.cluster is not None:
             await self._admit_shared(req)
         self._key_prefix[req.request_id] = caller.key_prefix  # for its ledger row, at its end

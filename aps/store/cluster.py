@@ -7,6 +7,11 @@ decides: `closed` refuses requests (503) until it is back; `local` falls back to
 enforcing the configured limits on its own (so the cluster may admit up to N times a
 tenant's rate) and says so in the `aps:store_degraded` gauge. A probe notices when Redis
 returns and the shared limits take over again, with no restart.
+
+A request's budget reservation outlives an outage: one that ends while Redis is unreachable
+settles once it is back (or counts the cost of a request admitted meanwhile), in the spend key
+it was made in (its epoch) and only there; a Redis that restarted empty started the period
+afresh from the ledger, which bills the request already.
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ class Cluster:
         self.healthy = True
         self.reserved: dict[str, int] = {}  # request id -> tokens taken from its shared bucket
         self.spends: dict[str, Spend] = {}  # request id -> its reservation against a budget
+        # (tenant, period key, epoch) -> dollars to settle once Redis answers again
+        self.late: dict[tuple[str, str, str], float] = {}
+        self._epochs: dict[str, tuple[str, str]] = {}  # tenant -> (period key, epoch) last seen
         self._pushed: dict[str, float] = {}  # charged totals already added to Redis
         self._remote: dict[str, float] = {}  # other replicas' service already counted here
         self._tasks: set[asyncio.Task] = set()
@@ -65,6 +73,11 @@ class Cluster:
         if not self.healthy:
             if self.redis_down == "closed":
                 raise StoreUnavailable("the shared limit store (Redis) is unreachable")
+            seen = self._epochs.get(tenant.tenant_id)
+            if spend is not None and seen is not None and seen[0] == spend.period_key:
+                # the local budget decides; its cost reaches Redis's key at its end
+                self.spends[req.request_id] = dataclasses.replace(spend, cost_usd=0.0,
+                                                                  epoch=seen[1])
             return None
         cost = req.prompt_tokens + req.max_tokens
         waited = 0.0
@@ -74,6 +87,12 @@ class Cluster:
             except UNREACHABLE as exc:
                 self._down(exc)
                 return await self.admit(req, tenant, spend)
+            if taken.reason == "unseeded":  # a safe seed needs the database: not a refusal
+                raise StoreUnavailable(f"{tenant.tenant_id!r}'s spend in the budget period is "
+                                       "unknown while the database is unreachable")
+            if spend is not None:
+                spend = dataclasses.replace(spend, epoch=taken.epoch)
+                self._epochs[tenant.tenant_id] = (spend.period_key, taken.epoch)
             if taken.ok:
                 self.reserved[req.request_id] = cost if tenant.token_rate else 0
                 if spend is not None:
@@ -103,9 +122,12 @@ class Cluster:
         if cost > used and tenant is not None and self.healthy:
             self._spawn(self._refund(tenant, cost - used))
         spend = self.spends.pop(req.request_id, None)
-        if spend is not None and self.healthy:
+        if spend is not None:
             actual = req.cost_usd(prompt, req.num_output_tokens)
-            self._spawn(self._settle(req.tenant_id, spend.period_key, actual - spend.cost_usd))
+            if self.healthy:
+                self._spawn(self._settle(req.tenant_id, spend, actual))
+            else:
+                self._defer(req.tenant_id, spend, actual - spend.cost_usd)
 
     async def _refund(self, tenant: Tenant, tokens: int) -> None:
         try:
@@ -113,11 +135,34 @@ class Cluster:
         except UNREACHABLE as exc:
             self._down(exc)
 
-    async def _settle(self, tenant_id: str, period_key: str, delta_usd: float) -> None:
+    async def _settle(self, tenant_id: str, spend: Spend, actual: float) -> None:
+        """Settle a request that ended while Redis answered. Should its key have restarted since
+        (Redis came back empty, unnoticed or not), the ledger sum the key started from could not
+        bill the request, which had not ended: its whole cost counts."""
         try:
-            await self.redis.settle(tenant_id, period_key, delta_usd)
+            await self.redis.settle(tenant_id, spend.period_key, spend.epoch,
+                                    actual - spend.cost_usd, actual)
         except UNREACHABLE as exc:
+            self._defer(tenant_id, spend, actual - spend.cost_usd)
             self._down(exc)
+
+    def _defer(self, tenant_id: str, spend: Spend, delta_usd: float) -> None:
+        """A settlement for when Redis answers again: left alone, the reservation would count
+        the request's largest cost until its period ends."""
+        key = (tenant_id, spend.period_key, spend.epoch)
+        self.late[key] = self.late.get(key, 0.0) + delta_usd
+
+    async def _settle_late(self) -> None:
+        """Settle what ended while Redis was down, in the keys the reservations were made in.
+        A key a restarted Redis started afresh is left alone: it started after those requests
+        ended, from a ledger that bills them."""
+        while self.late and self.healthy:
+            key, delta = self.late.popitem()
+            try:
+                await self.redis.settle(*key, delta)
+            except UNREACHABLE as exc:
+                self.late[key] = self.late.get(key, 0.0) + delta
+                self._down(exc)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -128,7 +173,6 @@ class Cluster:
         if self.healthy:
             self.healthy = False
             self.reserved.clear()  # a restarted Redis starts with full buckets anyway
-            self.spends.clear()
             action = ("refusing requests (503)" if self.redis_down == "closed"
                       else "each replica enforces the limits on its own")
             log.warning("Redis at %s unreachable (%s): %s until it is back", redact(self.redis.url),
@@ -145,14 +189,20 @@ class Cluster:
         """Share fair-share counters while Redis answers; probe it while it does not."""
         while True:
             await asyncio.sleep(self.sync_s if self.healthy else 1.0)
-            try:
-                if self.healthy:
-                    await self.sync_counters(policy_ref())
-                elif await self.redis.ping():
-                    await self.redis.reconnect()
-                    self._up()
-            except UNREACHABLE as exc:
-                self._down(exc)
+            await self.step(policy_ref())
+
+    async def step(self, policy) -> None:
+        """One turn of `run`: a sync, or a probe that brings the shared limits back and settles
+        what ended meanwhile."""
+        try:
+            if self.healthy:
+                await self.sync_counters(policy)
+            elif await self.redis.ping():
+                await self.redis.reconnect()
+                self._up()
+                await self._settle_late()
+        except UNREACHABLE as exc:
+            self._down(exc)
 
     async def sync_counters(self, policy) -> None:
         """Add the service given here since the last sync to the cluster's totals, and count

@@ -9,7 +9,13 @@ idle tenant costs nothing.
 Spend budgets: a tenant's spend in the current period is `aps:{tenant}:spend:<period start>`,
 reserved and settled like the buckets (the largest cost at admission, the real one at the end)
 by the same script, and gone once its period is over. A key that is missing (a new period, or a
-Redis that restarted empty) starts from what the admitting replica's ledger billed.
+Redis that restarted empty) starts from what the admitting replica's ledger billed, or, its
+database unreachable, the most that replica has seen the tenant spend; knowing nothing, the
+replica refuses the request rather than start the period from zero. Each start of a key also
+sets `...:epoch` (Redis's time then), which every reservation remembers: a settlement applies
+the request's real cost in place of its reservation only to the key that holds it, so one that
+waited out a Redis outage is settled once Redis is back, and never against a key a restarted
+Redis started afresh from the ledger.
 
 Fair-share counters: each replica adds the weighted service it gave (its VTC `charged` totals)
 to the hash `aps:vtc` and reads everyone's totals back; the service other replicas gave a
@@ -28,10 +34,12 @@ from redis.exceptions import ConnectionError
 
 from aps.core import Tenant
 
-# KEYS: token bucket, request bucket, spend. ARGV: token rate, token burst, cost, request rate,
-# request burst (a rate of 0: no such limit), budget (negative: none), the request's largest
-# cost in dollars, the spend key's time to live in ms (0: none), the spend to start a missing key
-# from, seconds to the period's reset. Returns {1} or {0, limit, seconds to wait}.
+# KEYS: token bucket, request bucket, spend, its epoch. ARGV: token rate, token burst, cost,
+# request rate, request burst (a rate of 0: no such limit), budget (negative: none), the
+# request's largest cost in dollars, the spend key's time to live in ms (0: none), the spend to
+# start a missing key from (negative: unknown, refused as 'unseeded'), seconds to the period's
+# reset. Returns {1, epoch} or {0, limit, seconds to wait, epoch}: the spend key's epoch ('':
+# no budget).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -49,34 +57,48 @@ local tr, tb, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rr, rb = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lt, lr
 local limit, usd, ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local epoch = ''
 -- the budget before the buckets: a bucket's refusal may demote, never onto a spent budget
 if limit >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[3]))
   if spent == nil then
     spent = tonumber(ARGV[9])
+    if spent < 0 then return {0, 'unseeded', '1', ''} end  -- nothing to start from: no key made
     redis.call('SET', KEYS[3], ARGV[9])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+    redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+    if ttl > 0 then
+      redis.call('PEXPIRE', KEYS[3], ttl)
+      redis.call('PEXPIRE', KEYS[4], ttl)
+    end
   end
-  if spent + usd > limit * (1 + 1e-9) then return {0, 'budget', ARGV[10]} end
+  epoch = redis.call('GET', KEYS[4]) or ''
+  if spent + usd > limit * (1 + 1e-9) then return {0, 'budget', ARGV[10], epoch} end
 end
 if rr > 0 then
   lr = level(KEYS[2], rr, rb)
-  if lr < 1 then return {0, 'requests', tostring((1 - lr) / rr)} end
+  if lr < 1 then return {0, 'requests', tostring((1 - lr) / rr), epoch} end
 end
 if tr > 0 then
   lt = level(KEYS[1], tr, tb)
-  if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr)} end
+  if lt < cost then return {0, 'tokens', tostring((cost - lt) / tr), epoch} end
 end
 if limit >= 0 then redis.call('INCRBYFLOAT', KEYS[3], ARGV[7]) end
 if rr > 0 then put(KEYS[2], lr - 1, rr, rb) end
 if tr > 0 then put(KEYS[1], lt - cost, tr, tb) end
-return {1}
+return {1, epoch}
 """
 
-# KEYS: spend. ARGV: what the request really cost minus what it reserved (dollars). A key that
-# has expired (its period is over) is left alone.
+# KEYS: spend, its epoch. ARGV: what the request really cost minus what it reserved (dollars),
+# the reservation's epoch, what to count if the key no longer holds the reservation (a Redis
+# that restarted empty started it afresh). A key that has expired (its period is over), or is
+# not started again yet (its start will count the cost from the ledger), is left alone.
 _SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('GET', KEYS[2]) or '') == ARGV[2] then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+elseif tonumber(ARGV[3]) ~= 0 then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[3])
+end
 return 1
 """
 
@@ -102,6 +124,7 @@ class Taken:
     ok: bool
     reason: str = ""
     retry_after: float | None = None
+    epoch: str = ""  # the spend key's, for the settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +135,8 @@ class Spend:
     cost_usd: float  # the request's largest cost
     period_key: str  # the period, named by its start (unix seconds), or "total"
     ttl_s: float  # until the period's end (inf: a total budget)
-    seed_usd: float  # spend to start from if Redis has none for the period
+    seed_usd: float | None  # spend to start from if Redis has none for the period (None: unknown)
+    epoch: str = ""  # the spend key's when the reservation was made (`Taken.epoch`)
 
 
 def bucket_keys(tenant_id: str) -> list[str]:
@@ -121,6 +145,12 @@ def bucket_keys(tenant_id: str) -> list[str]:
 
 def spend_key(tenant_id: str, period_key: str) -> str:
     return f"aps:{{{tenant_id}}}:spend:{period_key}"
+
+
+def spend_keys(tenant_id: str, period_key: str) -> list[str]:
+    """The spend key and its epoch."""
+    key = spend_key(tenant_id, period_key)
+    return [key, key + ":epoch"]
 
 
 class RedisStore:
@@ -153,19 +183,22 @@ class RedisStore:
         budget = (-1, 0, 0, 0, "inf") if spend is None else (
             spend.limit_usd, repr(spend.cost_usd),
             0 if math.isinf(spend.ttl_s) else math.ceil(spend.ttl_s * 1000) + 60_000,
-            repr(spend.seed_usd), repr(spend.ttl_s))
+            "-1" if spend.seed_usd is None else repr(spend.seed_usd), repr(spend.ttl_s))
         args = [tenant.token_rate or 0, tenant.token_burst or 0, cost,
                 tenant.request_rate or 0, tenant.request_burst or 0, *budget]
-        key = spend_key(tenant.tenant_id, spend.period_key if spend else "none")
-        result = await self._take(keys=[*bucket_keys(tenant.tenant_id), key], args=args)
+        keys = spend_keys(tenant.tenant_id, spend.period_key if spend else "none")
+        result = await self._take(keys=[*bucket_keys(tenant.tenant_id), *keys], args=args)
         if int(result[0]) == 1:
-            return Taken(True)
-        return Taken(False, result[1], float(result[2]))
+            return Taken(True, epoch=result[1])
+        return Taken(False, result[1], float(result[2]), result[3])
 
-    async def settle(self, tenant_id: str, period_key: str, delta_usd: float) -> None:
-        """A request ended: its real cost replaces what it reserved."""
-        if delta_usd:
-            await self._settle(keys=[spend_key(tenant_id, period_key)], args=[repr(delta_usd)])
+    async def settle(self, tenant_id: str, period_key: str, epoch: str, delta_usd: float,
+                     lost_usd: float = 0.0) -> None:
+        """A request ended: its real cost replaces what it reserved in the key of `epoch`;
+        a key started since (Redis restarted empty) counts `lost_usd` instead."""
+        if delta_usd or lost_usd:
+            await self._settle(keys=spend_keys(tenant_id, period_key),
+                               args=[repr(delta_usd), epoch, repr(lost_usd)])
 
     async def spent(self, tenant_id: str, period_key: str) -> float | None:
         """The cluster's spend (settled and reserved) in a period; None if Redis has none."""

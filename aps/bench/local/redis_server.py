@@ -17,16 +17,19 @@ class RedisMissing(RuntimeError):
 
 
 class RedisServer:
-    def __init__(self, log_path=None, port: int | None = None):
+    def __init__(self, log_path=None, port: int | None = None, data_dir=None):
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisMissing(INSTALL)
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._log = open(log_path, "a") if log_path else subprocess.DEVNULL
-        # no persistence: a restart comes back empty, the worst case for the gateways
+        # no persistence: a restart comes back empty, the worst case for the gateways; with
+        # `data_dir`, every write is in its append-only file and a restart comes back with it
+        keep = ["--appendonly", "no"] if data_dir is None else [
+            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"],
+                                      "--save", "", *keep],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 10
