@@ -38,7 +38,9 @@ class Budgets:
         self.now: Callable[[], float] = time.monotonic  # the driver's clock, once there is one
         self.unix_offset = 0.0  # unix time minus driver time
         self.standing: dict[str, dict] = {}  # each budgeted tenant's, refreshed for the metrics
-        self._ledger: dict[tuple[str, str], tuple[float, float | None]] = {}  # the last sum read
+        # tenant -> (period key, when read (monotonic), the sum or None: the read failed), the
+        # last ledger sum read for a Redis seed; one period a tenant, the newest
+        self._ledger: dict[str, tuple[str, float, float | None]] = {}
         self._followed = -math.inf  # when follow_ledger last read the ledger (monotonic)
         # tenant -> (period key, the most it is known to have spent in that period): Redis's
         # count, a ledger sum or this gateway's own budget, whichever was highest
@@ -76,7 +78,7 @@ class Budgets:
         milliseconds unless the database is down, and then nothing would bound that spend."""
         for tenant_id, budget in self._starting(tenants):
             known = self._known_spend(tenant_id, self._key(budget))
-            budget.spent_usd = 0.0 if known is None else known
+            budget.spent_usd = 0.0 if known is None else known  # 0.0: refused until read
             self._unread[tenant_id] = known is None
             task = asyncio.ensure_future(self._read(tenant_id))
             self._tasks.add(task)
@@ -107,6 +109,9 @@ class Budgets:
         except self.store.unreachable as exc:
             log.error("cannot read %s's spend from %s: %s", tenant_id, self.store.where, exc)
             return False
+        except Exception:  # whatever it was, the tenant stays refused and `refresh` retries
+            log.exception("reading %s's spend failed", tenant_id)
+            return False
         budget = self._budget(tenant_id)  # (the tenant's state may have been replaced)
         if budget is not None and budget.end == period_end:  # the period that was read
             budget.spent_usd = max(budget.spent_usd, billed + self.unwritten(tenant_id, since))
@@ -126,8 +131,14 @@ class Budgets:
         return "total" if budget.period == "total" else str(round(budget.start + self.unix_offset))
 
     def _note(self, tenant_id: str, period_key: str, usd: float) -> None:
+        """Remember what the tenant has spent in a period, if it is the most seen in the newest
+        period seen. Not while its budget waits for its read: that figure is a stand-in (0 when
+        nothing was known), and a Redis seeded from it would forget the period's spend."""
+        if self._unread.get(tenant_id):
+            return
         known = self._known.get(tenant_id)
-        if known is None or known[0] != period_key or known[1] < usd:
+        if known is None or _newer(period_key, known[0]) or \
+                (known[0] == period_key and known[1] < usd):
             self._known[tenant_id] = (period_key, usd)
 
     def _known_spend(self, tenant_id: str, period_key: str) -> float | None:
@@ -183,13 +194,19 @@ class Budgets:
         know. The database unreachable, the most this gateway has seen the tenant spend in the
         period stands in (the last sum read, Redis's count, its own budget while Redis was
         down): never zero, or a Redis restarted during a database outage would forget the
-        period's spend. None: it has seen nothing, and Redis refuses to seed the period."""
-        key, now = (tenant_id, period_key), time.monotonic()
-        read = self._ledger.get(key)
-        if read is None or now - read[0] > _LEDGER_READ_S:
-            read = (now, await self._ledger_sum(tenant_id, period_key, start))
-            self._ledger[key] = read
-        return read[1] if read[1] is not None else self._known_spend(tenant_id, period_key)
+        period's spend. None: it has seen nothing; Redis then starts a new period from zero
+        and refuses to start one whose spend it lost."""
+        now = time.monotonic()
+        read = self._ledger.get(tenant_id)
+        if read is None or read[0] != period_key or now - read[1] > _LEDGER_READ_S:
+            read = (period_key, now, await self._ledger_sum(tenant_id, period_key, start))
+            self._ledger[tenant_id] = read
+        return read[2] if read[2] is not None else self._known_spend(tenant_id, period_key)
+
+    def forget_reads(self) -> None:
+        """Redis went down or came back: a ledger sum read before may predate spend a seed
+        must count (requests that ended meanwhile), so the next seed reads afresh."""
+        self._ledger.clear()
 
     async def _ledger_sum(self, tenant_id: str, period_key: str, start: float) -> float | None:
         since = None if math.isinf(start) else start
@@ -199,7 +216,7 @@ class Budgets:
             known = self._known_spend(tenant_id, period_key)
             log.warning("cannot read %s's spend from %s (%s): a period Redis does not know "
                         "starts from %s", tenant_id, self.store.where, exc,
-                        "nothing known, so its requests are refused (503) meanwhile"
+                        "nothing known (zero if the period is new, else refused with 503)"
                         if known is None else f"${known:.6g}, the most seen here")
             return None
         usd = billed + self.unwritten(tenant_id, since)
@@ -249,6 +266,14 @@ class Budgets:
                 except Exception:  # a view is for metrics: never let it stop the loop
                     log.exception("reading the budget of %s failed", tenant_id)
         self.standing = standing
+
+
+def _newer(period_key: str, than: str) -> bool:
+    """Whether a period (named by its start in unix seconds, or "total") began after another;
+    a budget whose period changed to or from "total" starts afresh."""
+    if "total" in (period_key, than):
+        return period_key != than
+    return float(period_key) > float(than)
 
 
 def _period(period: str) -> tuple[str, float, float]:

@@ -64,7 +64,7 @@ class Gateway:
         self.cluster = None
         if s.redis_url:
             self.cluster = Cluster(s.redis_url, s.redis_down, s.redis_timeout_s, s.sync_s,
-                                   on_change=self.apply_tenants)
+                                   on_change=self._limits_moved)
         tenants = [self._local(t) for t in self.directory.tenants.values()]
         self.budgets = Budgets(self.store, None, lambda: self.directory.tenants, self.cluster)
         self.sched = Scheduler(tenants, config.policy,
@@ -139,6 +139,11 @@ class Gateway:
             self.sched.set_tenant(self._local(tenant))
             self.metrics.tenants.add(tenant.tenant_id)
         self.budgets.restore_soon(tenants)
+
+    def _limits_moved(self) -> None:
+        """Redis went down or came back: the limits move between it and this gateway."""
+        self.budgets.forget_reads()
+        self.apply_tenants()
 
     def reload(self) -> None:
         """Pick up tenants and keys written by the CLI, the admin API or another replica.
@@ -280,6 +285,9 @@ class Gateway:
         try:
             spend = await self.budgets.shared_spend(req, tenant)
             taken = await self.cluster.admit(req, tenant, spend)
+            if taken is None and self.budgets.unknown(req.tenant_id):  # Redis failed meanwhile:
+                self.cluster.forget(req.request_id)  # see `Budgets.restore_soon`
+                raise StoreUnavailable(f"{req.tenant_id!r}'s spend is being read")
         except StoreUnavailable as exc:
             raise ApiError(503, f"{exc}; retry later", "store_unavailable",
                            errors.retry_after(1)) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 
 from redis.exceptions import RedisError
 
@@ -29,6 +30,7 @@ from aps.store.urls import redact
 log = logging.getLogger("aps.cluster")
 UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 MAX_DELAY_S = 30.0  # over_limit: delay waits at most this long for the shared bucket
+UNSEEN = "?"  # the epoch of a reservation made while Redis was down, its key never seen
 
 
 class StoreUnavailable(Exception):
@@ -50,8 +52,10 @@ class Cluster:
         self.healthy = True
         self.reserved: dict[str, int] = {}  # request id -> tokens taken from its shared bucket
         self.spends: dict[str, Spend] = {}  # request id -> its reservation against a budget
-        # (tenant, period key, epoch) -> dollars to settle once Redis answers again
-        self.late: dict[tuple[str, str, str], float] = {}
+        # (tenant, period key, epoch) -> dollars to settle once Redis answers again: in the
+        # key of that epoch, and in a key started since
+        self.late: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._unsent: list[tuple[tuple[str, str, str], float, float, str]] = []  # ... and mark
         self._epochs: dict[str, tuple[str, str]] = {}  # tenant -> (period key, epoch) last seen
         self._pushed: dict[str, float] = {}  # charged totals already added to Redis
         self._remote: dict[str, float] = {}  # other replicas' service already counted here
@@ -73,11 +77,11 @@ class Cluster:
         if not self.healthy:
             if self.redis_down == "closed":
                 raise StoreUnavailable("the shared limit store (Redis) is unreachable")
-            seen = self._epochs.get(tenant.tenant_id)
-            if spend is not None and seen is not None and seen[0] == spend.period_key:
-                # the local budget decides; its cost reaches Redis's key at its end
+            if spend is not None:  # the local budget decides; its cost reaches Redis at its end
+                seen = self._epochs.get(tenant.tenant_id)
+                epoch = seen[1] if seen is not None and seen[0] == spend.period_key else UNSEEN
                 self.spends[req.request_id] = dataclasses.replace(spend, cost_usd=0.0,
-                                                                  epoch=seen[1])
+                                                                  epoch=epoch)
             return None
         cost = req.prompt_tokens + req.max_tokens
         waited = 0.0
@@ -113,6 +117,10 @@ class Cluster:
             await asyncio.sleep(taken.retry_after)
             waited += taken.retry_after
 
+    def forget(self, request_id: str) -> None:
+        """A request admitted here while Redis was down, refused after all: nothing to settle."""
+        self.spends.pop(request_id, None)
+
     def on_end(self, req: Request, tenant: Tenant | None) -> None:
         """Give back to the shared bucket what the request reserved and did not use, and
         settle its real cost against the shared budget."""
@@ -127,7 +135,7 @@ class Cluster:
             if self.healthy:
                 self._spawn(self._settle(req.tenant_id, spend, actual))
             else:
-                self._defer(req.tenant_id, spend, actual - spend.cost_usd)
+                self._defer(req.tenant_id, spend, actual)
 
     async def _refund(self, tenant: Tenant, tokens: int) -> None:
         try:
@@ -143,26 +151,37 @@ class Cluster:
             await self.redis.settle(tenant_id, spend.period_key, spend.epoch,
                                     actual - spend.cost_usd, actual)
         except UNREACHABLE as exc:
-            self._defer(tenant_id, spend, actual - spend.cost_usd)
+            # Not kept for later: the script may have run (the answer timed out), and running
+            # it again would count the (negative) correction twice. Left alone, the
+            # reservation counts the request's largest cost: too strict, never too lenient.
             self._down(exc)
 
-    def _defer(self, tenant_id: str, spend: Spend, delta_usd: float) -> None:
-        """A settlement for when Redis answers again: left alone, the reservation would count
-        the request's largest cost until its period ends."""
+    def _defer(self, tenant_id: str, spend: Spend, actual: float) -> None:
+        """The settlement of a request that ended while Redis was down, for when it answers
+        again: left alone, the reservation would count the request's largest cost until its
+        period ends, and a request admitted meanwhile would count nothing."""
         key = (tenant_id, spend.period_key, spend.epoch)
-        self.late[key] = self.late.get(key, 0.0) + delta_usd
+        delta, lost = self.late.get(key, (0.0, 0.0))
+        # in a key restarted since: nothing, as it started from a ledger that bills the request
+        # already, unless the key it was made in was never seen (then its whole cost: more
+        # than once at worst)
+        self.late[key] = (delta + actual - spend.cost_usd,
+                          lost + (actual if spend.epoch == UNSEEN else 0.0))
 
     async def _settle_late(self) -> None:
         """Settle what ended while Redis was down, in the keys the reservations were made in.
-        A key a restarted Redis started afresh is left alone: it started after those requests
-        ended, from a ledger that bills them."""
-        while self.late and self.healthy:
-            key, delta = self.late.popitem()
+        Each sum goes with a mark: one whose answer is lost is sent again, and counts once."""
+        while self.healthy and (self.late or self._unsent):
+            if not self._unsent:
+                key, (delta, lost) = self.late.popitem()
+                self._unsent.append((key, delta, lost, uuid.uuid4().hex))
+            key, delta, lost, mark = self._unsent[-1]
             try:
-                await self.redis.settle(*key, delta)
-            except UNREACHABLE as exc:
-                self.late[key] = self.late.get(key, 0.0) + delta
+                await self.redis.settle(*key, delta, lost, mark)
+            except UNREACHABLE as exc:  # sent again, with its mark, once Redis answers
                 self._down(exc)
+                return
+            self._unsent.pop()
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

@@ -10,12 +10,15 @@ Spend budgets: a tenant's spend in the current period is `aps:{tenant}:spend:<pe
 reserved and settled like the buckets (the largest cost at admission, the real one at the end)
 by the same script, and gone once its period is over. A key that is missing (a new period, or a
 Redis that restarted empty) starts from what the admitting replica's ledger billed, or, its
-database unreachable, the most that replica has seen the tenant spend; knowing nothing, the
-replica refuses the request rather than start the period from zero. Each start of a key also
-sets `...:epoch` (Redis's time then), which every reservation remembers: a settlement applies
-the request's real cost in place of its reservation only to the key that holds it, so one that
-waited out a Redis outage is settled once Redis is back, and never against a key a restarted
-Redis started afresh from the ledger.
+database unreachable, the most that replica has seen the tenant spend; knowing nothing, a new
+period starts from zero when `aps:{tenant}:spend:kept` (set with every spend key, never
+expiring) says Redis has lost no key, and otherwise the request is refused rather than start
+a period whose spend Redis lost from zero. Each start of a key also sets `...:epoch` (Redis's
+time then), which every reservation remembers: a settlement applies the request's real cost in
+place of its reservation only to the key that holds it, so one that waited out a Redis outage
+is settled once Redis is back, and never against a key a restarted Redis started afresh from
+the ledger. Such a late settlement carries a mark, so sending it again after a lost answer
+counts it once.
 
 Fair-share counters: each replica adds the weighted service it gave (its VTC `charged` totals)
 to the hash `aps:vtc` and reads everyone's totals back; the service other replicas gave a
@@ -34,10 +37,12 @@ from redis.exceptions import ConnectionError
 
 from aps.core import Tenant
 
-# KEYS: token bucket, request bucket, spend, its epoch. ARGV: token rate, token burst, cost,
+# KEYS: token bucket, request bucket, spend, its epoch, the tenant's mark that Redis has kept
+# its spend keys (set with each, never expiring). ARGV: token rate, token burst, cost,
 # request rate, request burst (a rate of 0: no such limit), budget (negative: none), the
 # request's largest cost in dollars, the spend key's time to live in ms (0: none), the spend to
-# start a missing key from (negative: unknown, refused as 'unseeded'), seconds to the period's
+# start a missing key from (negative: unknown: 0 in a new period, where the mark says no key was
+# lost, else refused as 'unseeded'), seconds to the period's
 # reset. Returns {1, epoch} or {0, limit, seconds to wait, epoch}: the spend key's epoch ('':
 # no budget).
 _TAKE = """
@@ -63,9 +68,13 @@ if limit >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[3]))
   if spent == nil then
     spent = tonumber(ARGV[9])
-    if spent < 0 then return {0, 'unseeded', '1', ''} end  -- nothing to start from: no key made
-    redis.call('SET', KEYS[3], ARGV[9])
+    if spent < 0 then
+      if redis.call('EXISTS', KEYS[5]) == 0 then return {0, 'unseeded', '1', ''} end
+      spent = 0
+    end
+    redis.call('SET', KEYS[3], spent)
     redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+    redis.call('SET', KEYS[5], '1')
     if ttl > 0 then
       redis.call('PEXPIRE', KEYS[3], ttl)
       redis.call('PEXPIRE', KEYS[4], ttl)
@@ -88,12 +97,17 @@ if tr > 0 then put(KEYS[1], lt - cost, tr, tb) end
 return {1, epoch}
 """
 
-# KEYS: spend, its epoch. ARGV: what the request really cost minus what it reserved (dollars),
-# the reservation's epoch, what to count if the key no longer holds the reservation (a Redis
-# that restarted empty started it afresh). A key that has expired (its period is over), or is
-# not started again yet (its start will count the cost from the ledger), is left alone.
+# KEYS: spend, its epoch, the settlement's mark. ARGV: what the request really cost minus what
+# it reserved (dollars), the reservation's epoch, what to count if the key no longer holds the
+# reservation (a Redis that restarted empty started it afresh), the mark's time to live in ms
+# (0: no mark). A key that has expired (its period is over), or is not started again yet (its
+# start will count the cost from the ledger), is left alone. A settlement sent again after an
+# answer that never came runs once: the first run leaves its mark.
 _SETTLE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[4] ~= '0' and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
+  return 0
+end
 if (redis.call('GET', KEYS[2]) or '') == ARGV[2] then
   redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 elseif tonumber(ARGV[3]) ~= 0 then
@@ -187,18 +201,22 @@ class RedisStore:
         args = [tenant.token_rate or 0, tenant.token_burst or 0, cost,
                 tenant.request_rate or 0, tenant.request_burst or 0, *budget]
         keys = spend_keys(tenant.tenant_id, spend.period_key if spend else "none")
-        result = await self._take(keys=[*bucket_keys(tenant.tenant_id), *keys], args=args)
+        kept = spend_key(tenant.tenant_id, "kept")
+        result = await self._take(keys=[*bucket_keys(tenant.tenant_id), *keys, kept], args=args)
         if int(result[0]) == 1:
             return Taken(True, epoch=result[1])
         return Taken(False, result[1], float(result[2]), result[3])
 
     async def settle(self, tenant_id: str, period_key: str, epoch: str, delta_usd: float,
-                     lost_usd: float = 0.0) -> None:
+                     lost_usd: float = 0.0, mark: str = "") -> None:
         """A request ended: its real cost replaces what it reserved in the key of `epoch`;
-        a key started since (Redis restarted empty) counts `lost_usd` instead."""
+        a key started since (Redis restarted empty) counts `lost_usd` instead. With a `mark`,
+        the settlement counts once however often it is sent (for an hour)."""
         if delta_usd or lost_usd:
-            await self._settle(keys=spend_keys(tenant_id, period_key),
-                               args=[repr(delta_usd), epoch, repr(lost_usd)])
+            key = spend_key(tenant_id, "settled")
+            await self._settle(keys=[*spend_keys(tenant_id, period_key), f"{key}:{mark}"],
+                               args=[repr(delta_usd), epoch, repr(lost_usd),
+                                     3_600_000 if mark else 0])
 
     async def spent(self, tenant_id: str, period_key: str) -> float | None:
         """The cluster's spend (settled and reserved) in a period; None if Redis has none."""

@@ -166,3 +166,100 @@ def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_p
     finally:
         redis.stop()
         gw.store.close()
+
+
+async def _try(gw: Gateway, tenant: str = "thrifty") -> str:
+    try:
+        await gw.submit(Caller(tenant, ""), Ask("hello", 10))
+        return "admitted"
+    except ApiError as exc:
+        return f"{exc.status} {exc.code}"
+
+
+async def _spent_elsewhere(url: str, gw: Gateway, usd_each: float, n: int) -> None:
+    """Another replica admits n requests of up to `usd_each` for thrifty, in today's key."""
+    start, end = period_bounds("day", time.time())
+    price = gw.config.prices.for_model(gw.backend.model_name)
+    other = Cluster(url, "local", 0.5, 0.1, on_change=lambda: None)
+    for i in range(n):
+        req = Request(f"other-{i}", "thrifty", 20, 50, 0.0, price=price)
+        spend = Spend(0.5, usd_each, str(int(start)), end - time.time(), 0.0)
+        assert (await other.admit(req, gw.directory.tenants["thrifty"], spend)).ok
+    await other.close()
+
+
+def test_requests_waiting_on_redis_when_it_fails_are_not_served_from_zero_spend(tmp_path):
+    """Redis and the database down together: the budget that takes over knows nothing, and
+    every request that was waiting on Redis is refused, not only those that come after."""
+    redis = RedisServer(tmp_path / "redis.log")
+    gw = gateway(tmp_path, budget=True, redis_url=redis.url)
+
+    async def main():
+        await _spent_elsewhere(redis.url, gw, 0.07, 7)  # $0.49 of $0.50, in Redis only
+        gw.budgets.store = DatabaseDown(gw.store)
+        redis.stop()
+        answers = await asyncio.gather(*[_try(gw) for _ in range(8)])
+        assert answers == ["503 store_unavailable"] * 8
+        assert gw.sched.tenants["thrifty"].budget.reserved_usd == 0
+        assert not gw.cluster.spends  # nothing left to settle for them
+        await gw.cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
+        gw.store.close()
+
+
+def test_a_stand_in_for_an_unread_spend_never_seeds_redis(tmp_path):
+    """While the budget waits for its read it counts 0 (and refuses); a Redis restarted empty
+    meanwhile must not start the period from that 0."""
+    redis = RedisServer(tmp_path / "redis.log")
+    gw = gateway(tmp_path, budget=True, redis_url=redis.url)
+    start = str(int(period_bounds("day", time.time())[0]))
+
+    async def main():
+        nonlocal redis
+        await _spent_elsewhere(redis.url, gw, 0.07, 7)
+        gw.budgets.store = DatabaseDown(gw.store)
+        redis.stop()
+        assert await _try(gw) == "503 store_unavailable"  # Redis is found down here
+        await gw.budgets.refresh()  # the store watch's turn: the read fails again
+        assert gw.budgets.unknown("thrifty")
+        redis = RedisServer(tmp_path / "redis2.log", port=redis.port)  # back, empty
+        await gw.cluster.step(None)
+        assert not gw.cluster.degraded
+        assert [await _try(gw) for _ in range(3)] == ["503 store_unavailable"] * 3
+        assert await gw.cluster.redis.spent("thrifty", start) is None
+        await gw.cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
+        gw.store.close()
+
+
+def test_a_new_period_starts_from_zero_while_the_database_is_down(tmp_path, monkeypatch):
+    """Redis kept its keys (its mark says so): a period it has no key for is new, and starts
+    from nothing, database or not."""
+    from aps.server import budgets
+    redis = RedisServer(tmp_path / "redis.log")
+    gw = gateway(tmp_path, budget=True, redis_url=redis.url)
+
+    def tomorrow(period):
+        _, start, end = real(period)
+        return str(int(end)), end, end + 86_400
+    real = budgets._period
+
+    async def main():
+        assert await _try(gw) == "admitted"
+        await gw.budgets.refresh()
+        gw.budgets.store = DatabaseDown(gw.store)
+        monkeypatch.setattr(budgets, "_period", tomorrow)  # midnight passes
+        assert [await _try(gw) for _ in range(3)] == ["admitted"] * 3
+        assert not gw.cluster.degraded
+        await gw.cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
+        gw.store.close()

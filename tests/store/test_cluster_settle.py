@@ -100,3 +100,90 @@ def test_a_redis_restarted_empty_is_not_settled_for_reservations_it_lost(tmp_pat
         asyncio.run(main())
     finally:
         redis.stop()
+
+
+def _answer_lost(cluster: Cluster):
+    """Make the next settlement run in Redis but its answer never come (a timeout)."""
+    real = cluster.redis._settle
+
+    async def lost(**kw):
+        cluster.redis._settle = real
+        await real(**kw)
+        raise TimeoutError("Timeout reading from socket")
+    cluster.redis._settle = lost
+
+
+async def _noticed(cluster: Cluster) -> None:
+    for _ in range(200):  # a bounded number of turns for the settlement task
+        if cluster.degraded:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the lost answer was never noticed")
+
+
+def test_a_settlement_whose_answer_is_lost_counts_once(tmp_path):
+    """Sent again, a correction (real cost minus reservation, negative) would count twice and
+    let the tenant spend more than its budget."""
+    redis = RedisServer(tmp_path / "redis.log")
+
+    async def main():
+        cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
+        first = request("first")
+        assert (await cluster.admit(first, TENANT, spend())).ok
+        _answer_lost(cluster)
+        cluster.on_end(ended(first, 10), TENANT)  # $0.03 of the $0.07 reserved
+        await _noticed(cluster)
+        await cluster.step(None)  # back: nothing is sent again
+        assert await cluster.redis.spent("t", "total") == pytest.approx(0.03)
+        await cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
+
+
+def test_a_late_settlement_sent_again_counts_once(tmp_path):
+    redis = RedisServer(tmp_path / "redis.log", data_dir=tmp_path)
+
+    async def main():
+        nonlocal redis
+        cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
+        early = request("early")
+        assert (await cluster.admit(early, TENANT, spend())).ok
+        await outage(cluster, redis)
+        cluster.on_end(ended(early, 10), TENANT)  # -$0.04 to settle once Redis is back
+        redis = RedisServer(tmp_path / "redis2.log", port=redis.port, data_dir=tmp_path)
+        _answer_lost(cluster)
+        await cluster.step(None)  # back, the settlement runs, its answer is lost
+        assert cluster.degraded and await cluster.redis.spent("t", "total") == pytest.approx(0.03)
+        await cluster.step(None)  # back again: sent again, with its mark
+        assert not cluster.degraded and not cluster.late
+        assert await cluster.redis.spent("t", "total") == pytest.approx(0.03)
+        await cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
+
+
+def test_what_a_replica_admitted_without_seeing_the_key_counts_whole_once_redis_is_back(tmp_path):
+    """A replica that never reserved in the period's key (started during the outage) knows no
+    epoch: what it admitted meanwhile counts its whole cost, never nothing."""
+    redis = RedisServer(tmp_path / "redis.log", data_dir=tmp_path)
+
+    async def main():
+        nonlocal redis
+        other = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
+        assert (await other.admit(request("other"), TENANT, spend())).ok  # $0.07
+        await other.close()
+        cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
+        during = await outage(cluster, redis)
+        cluster.on_end(ended(during, 10), TENANT)  # $0.03
+        redis = RedisServer(tmp_path / "redis2.log", port=redis.port, data_dir=tmp_path)
+        await cluster.step(None)
+        assert await cluster.redis.spent("t", "total") == pytest.approx(0.10)
+        await cluster.close()
+    try:
+        asyncio.run(main())
+    finally:
+        redis.stop()
