@@ -194,9 +194,11 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
                 h = {"Authorization": "Bearer sk-acme"}
                 slow = asyncio.create_task(c.post(s.url + "/v1/completions", headers=h,
                                                   json={"prompt": "p", "max_tokens": 600}))
-                await asyncio.sleep(0.3)
+                while (await c.get(s.url + "/health")).json()["running"] < 1:
+                    await asyncio.sleep(0.02)  # in flight before the signal, however slow
                 s.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
+                while (await c.get(s.url + "/health")).json()["status"] != "draining":
+                    await asyncio.sleep(0.02)  # the signal has been handled
                 late = await c.post(s.url + "/v1/completions", headers=h,
                                     json={"prompt": "p", "max_tokens": 2})
                 return await slow, late
@@ -250,7 +252,11 @@ def test_a_full_queue_and_a_concurrency_limit_say_when_to_come_back(tmp_path):
                 full = await c.post(s.url + "/v1/completions", headers=h, json=body)
                 running.cancel()
                 waiting.cancel()
-                await asyncio.sleep(0.2)  # both cancelled: the queue is empty again
+                deadline = time.monotonic() + 10  # both cancelled: the queue is empty again
+                while (health := (await c.get(s.url + "/health")).json())["running"] or \
+                        health["waiting"]:
+                    assert time.monotonic() < deadline, f"cancelled requests still held: {health}"
+                    await asyncio.sleep(0.02)
                 one = {"Authorization": "Bearer sk-one"}
                 first = asyncio.create_task(c.post(s.url + "/v1/completions", headers=one,
                                                    json=body))
