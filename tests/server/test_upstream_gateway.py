@@ -30,7 +30,7 @@ upstreams:
 {upstreams}
 routing: {routing}
 retries: 2
-breaker: {{failures: 2, cooldown_s: 1}}
+breaker: {{failures: 2, cooldown_s: {cooldown}}}
 health_interval_s: {health}
 cache: {{enabled: true, ttl_s: 60}}
 """
@@ -41,10 +41,11 @@ def upstream(tmp_path, name, speed=200, port=None):
 
 
 def gateway(tmp_path, ups, routing="round-robin", key="sk-upstream", max_in_flight=16,
-            health=0.3, extra=""):
+            health=0.3, extra="", cooldown=1):
     lines = "\n".join(f"  - {{url: {u.url}/v1, model: sim-llama-3-8b, api_key: {key}, "
                       f"max_in_flight: {max_in_flight}}}" for u in ups)
-    return LocalServer(extra + GATEWAY.format(upstreams=lines, routing=routing, health=health),
+    return LocalServer(extra + GATEWAY.format(upstreams=lines, routing=routing, health=health,
+                                              cooldown=cooldown),
                        log_path=tmp_path / "gateway.log")
 
 
@@ -148,7 +149,9 @@ async def burst(gw, n, key="sk-acme"):
 
 def test_a_dead_upstream_costs_retries_not_requests_and_its_breaker_cools_down(tmp_path):
     a, b = upstream(tmp_path, "a"), upstream(tmp_path, "b")
-    gw = gateway(tmp_path, [a, b], health=60)  # no health check in time: the breaker decides
+    # no health check in time: the breaker decides; its cool-down outlasts a slow burst, so
+    # that the breaker is still open (not yet half-open) when the burst is over
+    gw = gateway(tmp_path, [a, b], health=60, cooldown=3)
     dead = b.url
     try:
         b.kill()  # a crash: connections are refused from now on
@@ -250,7 +253,7 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         upstreams=f"  - {{url: {big.url}/v1, model: sim-llama-3-8b, api_key: sk-upstream, "
                   f"max_in_flight: 1}}\n"
                   f"  - {{url: {small.url}/v1, model: sim-llama-2-7b, api_key: sk-upstream, "
-                  f"max_in_flight: 4}}", routing="round-robin", health=0.3)
+                  f"max_in_flight: 4}}", routing="round-robin", health=0.3, cooldown=1)
     gw = LocalServer(config + "aliases: {fast: sim-llama-2-7b}\n", log_path=tmp_path / "gw.log")
     try:
         c = client(gw)
