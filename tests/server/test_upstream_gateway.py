@@ -186,6 +186,11 @@ def test_requests_wait_while_no_upstream_is_up_and_run_when_one_is_back(tmp_path
 
         async def wait_then_revive():
             pending = asyncio.ensure_future(burst(gw, 3))
+            async with httpx.AsyncClient(timeout=5) as http:
+                deadline = time.monotonic() + 10  # however slowly the clients get there
+                while (await http.get(gw.url + "/health")).json()["waiting"] < 3:
+                    assert time.monotonic() < deadline, "the requests never reached the queue"
+                    await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
             assert not pending.done()  # queued at the gateway, not failed
             assert httpx.get(gw.url + "/health").json()["waiting"] == 3
