@@ -267,8 +267,9 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         async def main():
             ac = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-acme", max_retries=0,
                                     timeout=30)
-            first = asyncio.create_task(ac.completions.create(  # holds big's only seat
-                model="sim-llama-3-8b", prompt="a", max_tokens=600))
+            first = asyncio.create_task(ac.completions.create(  # holds big's only seat for
+                model="sim-llama-3-8b", prompt="a", max_tokens=2000))  # ~3 s: a slow machine's
+            # stalls do not let it end before the quick one has been served
             await asyncio.sleep(0.3)
             second = asyncio.create_task(ac.completions.create(  # waits for that seat
                 model="sim-llama-3-8b", prompt="b", max_tokens=2))
@@ -280,7 +281,7 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         quick, waited, first_done, first, second = asyncio.run(main())
         assert quick.model == "fast" and quick.usage.completion_tokens == 3
         assert waited < 1.0 and not first_done  # served beside big's queue, not behind it
-        assert first.usage.completion_tokens == 600 and second.usage.completion_tokens == 2
+        assert first.usage.completion_tokens == 2000 and second.usage.completion_tokens == 2
         assert metric(small, "aps:request_ended_total", tenant="gw") == 1
         assert metric(big, "aps:request_ended_total", tenant="gw") == 2
         with pytest.raises(openai.NotFoundError):
