@@ -193,7 +193,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
             async with httpx.AsyncClient(timeout=30) as c:
                 h = {"Authorization": "Bearer sk-acme"}
                 slow = asyncio.create_task(c.post(s.url + "/v1/completions", headers=h,
-                                                  json={"prompt": "p", "max_tokens": 600}))
+                                                  json={"prompt": "p", "max_tokens": 300}))
                 while (await c.get(s.url + "/health")).json()["running"] < 1:
                     await asyncio.sleep(0.02)  # in flight before the signal, however slow
                 s.proc.send_signal(signal.SIGTERM)
@@ -203,7 +203,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
                                     json={"prompt": "p", "max_tokens": 2})
                 return await slow, late
         slow, late = asyncio.run(main())
-        assert slow.status_code == 200 and slow.json()["usage"]["completion_tokens"] == 600
+        assert slow.status_code == 200 and slow.json()["usage"]["completion_tokens"] == 300
         assert late.status_code == 503 and late.json()["error"]["code"] == "draining"
         assert s.proc.wait(20) == 0
     finally:
