@@ -89,29 +89,37 @@ def live(server) -> dict:
     return r.json()
 
 
-def rendered(page) -> dict:
-    """What the table view shows now: the figures' time, and each tenant's cells' text."""
-    return page.evaluate("""() => {
-        const out = {time: Number(document.getElementById('updated').dataset.time), cells: {}};
-        for (const td of document.querySelectorAll('#tenant-table td[data-tenant]')) {
-            (out.cells[td.dataset.tenant] ||= {})[td.dataset.field] = td.textContent;
-        }
-        return out;
-    }""")
+# What the table view shows: the figures' time, and each tenant's cells' text.
+RENDERED = """() => {
+    const out = {time: Number(document.getElementById('updated').dataset.time), cells: {}};
+    for (const td of document.querySelectorAll('#tenant-table td[data-tenant]')) {
+        (out.cells[td.dataset.tenant] ||= {})[td.dataset.field] = td.textContent;
+    }
+    return out;
+}"""
+# Keeps what the table showed right after each draw (the page's `aps:live` event), by the
+# figures' time: the page polls every second, and a slow test process could otherwise look
+# only after the next figures had replaced the ones it fetched.
+KEEP_DRAWN = f"""() => {{
+    if (window.apsDrawn) return;
+    window.apsDrawn = {{}};
+    document.addEventListener('aps:live', () => {{
+        const shown = ({RENDERED})();
+        window.apsDrawn[shown.time] = shown;
+    }});
+}}"""
 
 
 def next_view(page) -> tuple[dict, dict]:
-    """The next figures the page fetches, and the table once it has drawn them."""
+    """The next figures the page fetches, and the table as the page drew them."""
+    page.evaluate(KEEP_DRAWN)
     with page.expect_response(lambda r: "/console/api/live" in r.url and r.status == 200,
                               timeout=10_000) as answer:
         pass
     view = answer.value.json()
-    for _ in range(50):
-        shown = rendered(page)
-        if shown["time"] == view["time"]:
-            return view, shown
-        time.sleep(0.02)
-    raise AssertionError("the page did not draw the figures it fetched")
+    shown = page.wait_for_function("t => window.apsDrawn[t]", arg=view["time"],
+                                   timeout=10_000).json_value()  # drawn, or a timeout error
+    return view, shown
 
 
 def number(text: str) -> float:

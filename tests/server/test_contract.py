@@ -57,9 +57,18 @@ def test_a_key_can_carry_a_lower_bid_cap_and_a_model_list(server):
     store = Store(server.db_path)
     capped = store.create_key("mid", max_bid=2)
     scoped = store.create_key("mid", models=["other-model"])
-    expiring = store.create_key("mid", expires_at=time.time() + 1.0)
+    expires_at = time.time() + 1.0
+    expiring = store.create_key("mid", expires_at=expires_at)
     store.close()
-    time.sleep(1.5)  # the gateway picks new keys up within store.reload_s
+
+    def unknown(key: str) -> bool:
+        r = httpx.get(server.url + "/tenants/mid/status", headers={"Authorization": f"Bearer {key}"})
+        return r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    deadline = time.monotonic() + 10  # the gateway picks new keys up within store.reload_s
+    while any(unknown(key) for key in (capped, scoped, expiring)):
+        assert time.monotonic() < deadline, "the new keys never reached the gateway"
+        time.sleep(0.05)
+    time.sleep(max(0.0, expires_at - time.time()))  # and the expiring one has expired
     raw = client(server, capped).completions.with_raw_response.create(
         model=MODEL, prompt="p", max_tokens=2, extra_body={"priority": 9})
     assert raw.headers["x-aps-priority"] == "2"

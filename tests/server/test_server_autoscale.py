@@ -69,8 +69,13 @@ def test_a_backlog_raises_the_desired_count_and_a_drained_queue_lowers_it(tmp_pa
     finally:
         assert server.stop() == 0
     lines = [ln for ln in Path(log_path).read_text().splitlines() if "aps.autoscale" in ln]
-    assert re.search(r"desired replicas 1 -> [3-6]: queue depth \d+ > 2 per replica x 1",
+    # the first change is the backlog's (with clients slowed down, the signal may look while
+    # only some of the ten have arrived: 1 -> 4, then 4 -> 5), and a count of 3 or more is
+    # logged with the backlog as its reason
+    assert re.search(r"desired replicas 1 -> [2-6]: queue depth \d+ > 2 per replica x 1",
                      lines[0]), lines
+    assert any(re.search(r"desired replicas [1-5] -> [3-6]: queue depth \d+ > 2 per replica x 1",
+                         line) for line in lines), lines
     assert re.search(r"desired replicas \d -> 1: KV usage 0\.\d\d < 0\.50, queue depth 0",
                      lines[-1]), lines
 

@@ -238,9 +238,11 @@ def test_a_tenant_added_beside_the_demo_ones_needs_its_key(tmp_path):
         assert r.status_code == 404 and "tenant_a" in r.json()["error"]["message"]
         result = CliRunner().invoke(cli, ["tenants", "add", "acme", "--db", str(db)])
         assert result.exit_code == 0
-        time.sleep(1.5)  # the server reloads tenants within store.reload_s
-        r = httpx.post(s.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
-        assert r.status_code == 401 and "acme" in r.json()["error"]["message"]
+
+        def needs_its_key():  # once the server has reloaded its tenants (every store.reload_s)
+            r = httpx.post(s.url + "/infer", json={"tenant_id": "acme", "prompt": "p"})
+            assert r.status_code == 401 and "acme" in r.json()["error"]["message"]
+        eventually(needs_its_key)
         r = httpx.post(s.url + "/infer", json={"tenant_id": "tenant_a", "prompt": "p",
                                                "tokens_requested": 2})
         assert r.status_code == 200  # a demo tenant still is

@@ -27,7 +27,7 @@ tenants:
 upstreams:
   - {{url: {url}, model: sim-llama-3-8b, api_key: sk-upstream, max_in_flight: 8}}
 retries: 1
-breaker: {{failures: 2, cooldown_s: 1}}
+breaker: {{failures: 2, cooldown_s: 3}}  # outlasts a slow machine's stalls
 timeouts: {{connect_s: 1, stall_s: 0.6, response_s: 30}}
 health_interval_s: 0.3
 """
@@ -114,7 +114,10 @@ def test_a_stalled_upstream_is_given_up_on_and_its_breaker_opens_then_closes(pai
     deadline = time.monotonic() + 5
     while metric(gw, "aps:upstream_healthy") != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.1)  # the breaker's cool-down: the next request is its trial
+    deadline = time.monotonic() + 10  # the breaker's cool-down: the next request is its trial
+    while metric(gw, "aps:upstream_breaker_state") != 2:  # half-open
+        assert time.monotonic() < deadline, "the breaker never became half-open"
+        time.sleep(0.1)
     assert next(stream_some(gw, max_tokens=5)) is None
     assert metric(gw, "aps:upstream_breaker_state") == 0  # closed again
     assert ledger_statuses(gw).count("failed") == 2 and not any(held(gw).values())

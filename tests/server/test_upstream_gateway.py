@@ -30,7 +30,7 @@ upstreams:
 {upstreams}
 routing: {routing}
 retries: 2
-breaker: {{failures: 2, cooldown_s: 1}}
+breaker: {{failures: 2, cooldown_s: {cooldown}}}
 health_interval_s: {health}
 cache: {{enabled: true, ttl_s: 60}}
 """
@@ -41,10 +41,11 @@ def upstream(tmp_path, name, speed=200, port=None):
 
 
 def gateway(tmp_path, ups, routing="round-robin", key="sk-upstream", max_in_flight=16,
-            health=0.3, extra=""):
+            health=0.3, extra="", cooldown=1):
     lines = "\n".join(f"  - {{url: {u.url}/v1, model: sim-llama-3-8b, api_key: {key}, "
                       f"max_in_flight: {max_in_flight}}}" for u in ups)
-    return LocalServer(extra + GATEWAY.format(upstreams=lines, routing=routing, health=health),
+    return LocalServer(extra + GATEWAY.format(upstreams=lines, routing=routing, health=health,
+                                              cooldown=cooldown),
                        log_path=tmp_path / "gateway.log")
 
 
@@ -148,7 +149,9 @@ async def burst(gw, n, key="sk-acme"):
 
 def test_a_dead_upstream_costs_retries_not_requests_and_its_breaker_cools_down(tmp_path):
     a, b = upstream(tmp_path, "a"), upstream(tmp_path, "b")
-    gw = gateway(tmp_path, [a, b], health=60)  # no health check in time: the breaker decides
+    # no health check in time: the breaker decides; its cool-down outlasts a slow burst, so
+    # that the breaker is still open (not yet half-open) when the burst is over
+    gw = gateway(tmp_path, [a, b], health=60, cooldown=3)
     dead = b.url
     try:
         b.kill()  # a crash: connections are refused from now on
@@ -183,6 +186,11 @@ def test_requests_wait_while_no_upstream_is_up_and_run_when_one_is_back(tmp_path
 
         async def wait_then_revive():
             pending = asyncio.ensure_future(burst(gw, 3))
+            async with httpx.AsyncClient(timeout=5) as http:
+                deadline = time.monotonic() + 10  # however slowly the clients get there
+                while (await http.get(gw.url + "/health")).json()["waiting"] < 3:
+                    assert time.monotonic() < deadline, "the requests never reached the queue"
+                    await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
             assert not pending.done()  # queued at the gateway, not failed
             assert httpx.get(gw.url + "/health").json()["waiting"] == 3
@@ -250,7 +258,7 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         upstreams=f"  - {{url: {big.url}/v1, model: sim-llama-3-8b, api_key: sk-upstream, "
                   f"max_in_flight: 1}}\n"
                   f"  - {{url: {small.url}/v1, model: sim-llama-2-7b, api_key: sk-upstream, "
-                  f"max_in_flight: 4}}", routing="round-robin", health=0.3)
+                  f"max_in_flight: 4}}", routing="round-robin", health=0.3, cooldown=1)
     gw = LocalServer(config + "aliases: {fast: sim-llama-2-7b}\n", log_path=tmp_path / "gw.log")
     try:
         c = client(gw)
@@ -259,8 +267,9 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         async def main():
             ac = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-acme", max_retries=0,
                                     timeout=30)
-            first = asyncio.create_task(ac.completions.create(  # holds big's only seat
-                model="sim-llama-3-8b", prompt="a", max_tokens=600))
+            first = asyncio.create_task(ac.completions.create(  # holds big's only seat for
+                model="sim-llama-3-8b", prompt="a", max_tokens=2000))  # ~3 s: a slow machine's
+            # stalls do not let it end before the quick one has been served
             await asyncio.sleep(0.3)
             second = asyncio.create_task(ac.completions.create(  # waits for that seat
                 model="sim-llama-3-8b", prompt="b", max_tokens=2))
@@ -272,7 +281,7 @@ def test_two_models_on_two_pools_with_an_alias_and_no_head_of_line_blocking(tmp_
         quick, waited, first_done, first, second = asyncio.run(main())
         assert quick.model == "fast" and quick.usage.completion_tokens == 3
         assert waited < 1.0 and not first_done  # served beside big's queue, not behind it
-        assert first.usage.completion_tokens == 600 and second.usage.completion_tokens == 2
+        assert first.usage.completion_tokens == 2000 and second.usage.completion_tokens == 2
         assert metric(small, "aps:request_ended_total", tenant="gw") == 1
         assert metric(big, "aps:request_ended_total", tenant="gw") == 2
         with pytest.raises(openai.NotFoundError):
