@@ -13,7 +13,12 @@ class Replica:
     index: int
     sched: Scheduler
     plan: StepPlan | None = None  # the iteration in flight
-    jump: int = 0  # iterations the plan stands for (fast mode), 0: one step
+    shape: BatchShape | None = None  # its shape (the first iteration's, for a decode run)
+    jump: int = 0  # decode iterations the plan stands for (fast mode), 0: one plain step
+    # fast mode: decode iterations the batch is known to run unchanged after the plan's, and
+    # whether a request was submitted since the plan was made (then the next step may differ)
+    left: int = 0
+    submitted: bool = False
     kick_at: float = math.inf  # a pending wake-up
     outstanding_tokens: int = 0
     busy_s: float = 0.0
