@@ -16,7 +16,6 @@ Both give exactly what stepping k times would (tests/sim/test_simulator.py check
 from __future__ import annotations
 
 import heapq
-import math
 
 from aps.core.batch import StepPlan, StopReason
 from aps.core.request import Request
@@ -36,18 +35,12 @@ def decode_horizon(sched: Scheduler, plan: StepPlan) -> int:
     before the last iteration and no block is needed that is not free.
     """
     running, scheduled = sched.running, plan.scheduled
-    if plan.preempted or not running or len(scheduled) != len(running) or scheduled[-1][1] != 1:
-        return 0  # admissions and prefill chunks come last in a plan: a quick no
+    if plan.preempted or not running or len(scheduled) != len(running) or \
+            plan.shape()[3] != len(scheduled):
+        return 0  # something prefills (or a 1-token prompt samples its first token)
     if sched.policy and not _stays_blocked(sched, plan):
         return 0
-    horizon = math.inf
-    for req, n in scheduled:
-        if n != 1 or req.num_pending_tokens != 1 or not req.num_output_tokens:
-            return 0  # prefilling, or a 1-token prompt about to sample its first token
-        left = req.max_tokens - req.num_output_tokens
-        if left < horizon:
-            horizon = left
-    return _kv_horizon(sched, int(horizon))
+    return _kv_horizon(sched, min(req.max_tokens - req.num_output_tokens for req in running))
 
 
 def _stays_blocked(sched: Scheduler, plan: StepPlan) -> bool:
