@@ -25,10 +25,10 @@ from typing import Callable
 from aps.core import BatchConfig, Request, Scheduler, StepPlan
 from aps.core.autoscale import AutoscaleConfig
 from aps.core.fastforward import advance_decode, can_continue, decode_horizon
-from aps.perf import BatchShape, decode_iters_within
+from aps.perf import BatchShape, decode_run_within
 from aps.sim.events import Event
 from aps.sim.recorder import Recorder
-from aps.sim.replica import Replica, decode_run
+from aps.sim.replica import Replica, decode_run_flops
 from aps.sim.scaler import ClusterScaler
 from aps.sim.summary import RunTotals, summarize
 from aps.workload import Workload
@@ -212,11 +212,11 @@ class Simulation:
         """The most decode iterations (<= k) that end no later than `horizon`, the next event
         from outside the replica (an arrival, a throttled request's release)."""
         d = shape.num_decode
-        j = decode_iters_within(self.perf.decode_terms(d), shape.decode_ctx_sum, d, now,
-                                horizon, k)
+        j, seconds = decode_run_within(self.perf.decode_terms(d), shape.decode_ctx_sum, d, now,
+                                       horizon, k)
         if j <= 1:
             return 1, 0.0, 0.0
-        return (j, *decode_run(self.perf, shape, j))
+        return j, seconds, decode_run_flops(self.perf, shape, j)
 
     def _end_iteration(self, replica: Replica, t: float, next_arrival: float) -> bool:
         """Account the iteration(s) that end at `t`. Returns whether the replica went on with
