@@ -70,12 +70,12 @@ def _kv_horizon(sched: Scheduler, upper: int) -> int:
     Serving the crossings in time order, the first one with no free block left ends the run.
     """
     kv = sched.kv
-    bs, held, free = kv.block_size, kv.held, kv.num_free_blocks
+    bs, held, free = kv.block_size, kv.blocks.get, kv.num_free_blocks
     running = sched.running
     if len(running) * (upper // bs + 1) <= free:
         return upper  # even the worst case fits
     # the plan being advanced has already allocated its first token
-    crossings = [held(r.request_id) * bs - r.num_computed_tokens + 1 for r in running]
+    crossings = [held(r.request_id, 0) * bs - r.num_computed_tokens + 1 for r in running]
     heapq.heapify(crossings)
     for _ in range(free):
         if crossings[0] > upper:
