@@ -91,6 +91,9 @@ class StepPlan:
     preempted: list[Request] = field(default_factory=list)
     stop_reason: StopReason = StopReason.NO_WAITING
     next_wakeup: float | None = None  # when idle: the earliest time a step could do something
+    # `shape()`, once known: summed by the admission strategy as it formed the batch, or by
+    # the first call
+    sums: tuple[int, float, int, int, int] | None = field(default=None, repr=False)
 
     @property
     def num_tokens(self) -> dict[str, int]:
@@ -102,22 +105,33 @@ class StepPlan:
 
     def shape(self) -> tuple[int, float, int, int, int]:
         """What an iteration time model needs: `(prefill tokens, prefill attention pairs,
-        prefill KV tokens read, decode requests, decode context sum)`.
+        prefill KV tokens read, decode requests, decode context sum)`, as planned (ask before
+        the plan is accounted: accounting moves the requests' token counts).
 
         A prefill chunk of n tokens after c0 cached ones attends over n * (c0 + (n + 1) / 2)
         query-key pairs and reads c0 + n KV entries; a decode reads its whole context.
         """
-        p = pairs = kv = d = ctx = 0
-        for req, n in self.scheduled:
-            c0 = req.num_computed_tokens
-            if n == 1 and req.num_output_tokens and c0 + 1 == req.prompt_tokens + req.num_output_tokens:
-                d += 1  # a decode: the one token sampled last
-                ctx += c0 + 1
-            else:
-                p += n
-                pairs += n * (c0 + (n + 1) / 2)
-                kv += c0 + n
-        return p, pairs, kv, d, ctx
+        if self.sums is None:
+            self.sums = shape_of(self.scheduled)
+        return self.sums
 
     def __bool__(self) -> bool:
         return bool(self.scheduled)
+
+
+def shape_of(scheduled: list[tuple[Request, int]],
+             start: tuple[int, float, int, int, int] = (0, 0, 0, 0, 0)
+             ) -> tuple[int, float, int, int, int]:
+    """`StepPlan.shape` of these (request, tokens) pairs, added to `start` (the sums of the
+    pairs planned before them)."""
+    p, pairs, kv, d, ctx = start
+    for req, n in scheduled:
+        c0 = req.num_computed_tokens
+        if n == 1 and req.num_output_tokens and c0 + 1 == req.prompt_tokens + req.num_output_tokens:
+            d += 1  # a decode: the one token sampled last
+            ctx += c0 + 1
+        else:
+            p += n
+            pairs += n * (c0 + (n + 1) / 2)
+            kv += c0 + n
+    return p, pairs, kv, d, ctx

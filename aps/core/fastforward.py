@@ -7,12 +7,15 @@ only decodes does not change, so a simulator may account many iterations at once
     if k > 1:
         advance_decode(sched, k, t)    # instead of `complete_step(plan, t)`; t: the k-th end
 
+A run that stops short of the horizon, at the last iteration that ends before an outside
+event (an arrival), is usually followed by one more iteration of the same batch, the one during
+which the event happens: `can_continue` says when it may run without a new step.
+
 Both give exactly what stepping k times would (tests/sim/test_simulator.py checks it to 1e-9).
 """
 from __future__ import annotations
 
 import heapq
-import math
 
 from aps.core.batch import StepPlan, StopReason
 from aps.core.request import Request
@@ -32,18 +35,12 @@ def decode_horizon(sched: Scheduler, plan: StepPlan) -> int:
     before the last iteration and no block is needed that is not free.
     """
     running, scheduled = sched.running, plan.scheduled
-    if plan.preempted or not running or len(scheduled) != len(running) or scheduled[-1][1] != 1:
-        return 0  # admissions and prefill chunks come last in a plan: a quick no
+    if plan.preempted or not running or len(scheduled) != len(running) or \
+            plan.shape()[3] != len(scheduled):
+        return 0  # something prefills (or a 1-token prompt samples its first token)
     if sched.policy and not _stays_blocked(sched, plan):
         return 0
-    horizon = math.inf
-    for req, n in scheduled:
-        if n != 1 or req.num_pending_tokens != 1 or not req.num_output_tokens:
-            return 0  # prefilling, or a 1-token prompt about to sample its first token
-        left = req.max_tokens - req.num_output_tokens
-        if left < horizon:
-            horizon = left
-    return _kv_horizon(sched, int(horizon))
+    return _kv_horizon(sched, min(req.max_tokens - req.num_output_tokens for req in running))
 
 
 def _stays_blocked(sched: Scheduler, plan: StepPlan) -> bool:
@@ -73,12 +70,12 @@ def _kv_horizon(sched: Scheduler, upper: int) -> int:
     Serving the crossings in time order, the first one with no free block left ends the run.
     """
     kv = sched.kv
-    bs, held, free = kv.block_size, kv.held, kv.num_free_blocks
+    bs, held, free = kv.block_size, kv.blocks.get, kv.num_free_blocks
     running = sched.running
     if len(running) * (upper // bs + 1) <= free:
         return upper  # even the worst case fits
     # the plan being advanced has already allocated its first token
-    crossings = [held(r.request_id) * bs - r.num_computed_tokens + 1 for r in running]
+    crossings = [held(r.request_id, 0) * bs - r.num_computed_tokens + 1 for r in running]
     heapq.heapify(crossings)
     for _ in range(free):
         if crossings[0] > upper:
@@ -87,18 +84,22 @@ def _kv_horizon(sched: Scheduler, upper: int) -> int:
     return min(upper, crossings[0] - 1)
 
 
-def advance_decode(sched: Scheduler, k: int, now: float) -> None:
+def advance_decode(sched: Scheduler, k: int, now: float, reserve: int = 0) -> None:
     """Account the decode-only plan just made and the `k - 1` identical iterations after it
     (`1 <= k <= decode_horizon(sched, plan)`), the last of them ending at `now`. Requests that
-    finish are reported by `sched.pop_ended()`; `complete_step` must not also be called."""
+    finish are reported by `sched.pop_ended()`; `complete_step` must not also be called.
+
+    `reserve`: also take the KV blocks of that many more tokens per request, as the step that
+    plans the next iteration would (see `can_continue`)."""
     kv = sched.kv
     allocate, blocks, block_size = kv.allocate, kv.blocks.get, kv.block_size
     finished: list[Request] = []
     # service is linear in tokens: each tenant's is noted once, for all its requests
     per_tenant: dict[str, list] = {}
+    grow = k + reserve
     for req in sched.running:
-        if req.num_computed_tokens + k > blocks(req.request_id, 0) * block_size:
-            allocate(req.request_id, req.num_computed_tokens + k)
+        if req.num_computed_tokens + grow > blocks(req.request_id, 0) * block_size:
+            allocate(req.request_id, req.num_computed_tokens + grow)
         req.num_computed_tokens += k
         req.num_output_tokens += k
         mine = per_tenant.get(req.tenant_id)
@@ -113,3 +114,15 @@ def advance_decode(sched: Scheduler, k: int, now: float) -> None:
         note(req, 0, tokens)
         service[tenant] += tokens
     sched.finish_all(finished, now)
+
+
+def can_continue(sched: Scheduler, now: float) -> bool:
+    """Whether `step(now)` would plan the running batch decoding once more, in order, with
+    nothing admitted: valid right after `advance_decode` ended a run short of the horizon
+    `decode_horizon` gave, when no request was submitted since. The batch is then unchanged
+    and still blocked, so only a throttled request's release (or refusal) or a waiting
+    request's expiry could make the step differ. A driver may then skip the step: advance with
+    `reserve=1` (the blocks the step would take) and run the next iteration as the same plan.
+    """
+    return sched.batch.mode != "upstream" and not sched.num_throttled and \
+        sched.next_deadline() > now

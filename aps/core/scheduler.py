@@ -300,20 +300,19 @@ class Scheduler:
             total = req.prompt_tokens + req.num_output_tokens
             prefill = n if total - req.num_computed_tokens > 1 else 0
             req.num_computed_tokens += n
-            sampled = req.num_computed_tokens == total
-            if sampled:
+            mine = per_tenant.get(req.tenant_id)
+            if mine is None:
+                mine = per_tenant[req.tenant_id] = [req, 0, 0, 0]
+            mine[3] += n
+            if prefill:  # (most entries are decodes: one sum to move, not three)
+                mine[1] += prefill
+            if req.num_computed_tokens == total:  # it samples a token
+                mine[2] += 1
                 req.num_output_tokens += 1
                 if req.first_token is None:
                     req.first_token = now
-            mine = per_tenant.get(req.tenant_id)
-            if mine is None:
-                per_tenant[req.tenant_id] = [req, prefill, sampled, n]
-            else:
-                mine[1] += prefill
-                mine[2] += sampled
-                mine[3] += n
-            if sampled and (req.num_output_tokens >= req.max_tokens or (stopped and stopped(req))):
-                finished.append(req)
+                if req.num_output_tokens >= req.max_tokens or (stopped and stopped(req)):
+                    finished.append(req)
         note, service = self.policy.note_progress, self.service_tokens
         for tenant, (req, prefill, decoded, computed) in per_tenant.items():
             note(req, prefill, decoded)

@@ -13,6 +13,7 @@ from aps.perf.base import (
     PerfModel,
     cost_per_1m_tokens,
     decode_iters_within,
+    decode_run_within,
     decode_run_time,
     decode_time,
 )
@@ -37,7 +38,7 @@ __all__ = [
     "SeedModel",
     "UnknownSpecError",
     "cost_per_1m_tokens",
-    "decode_iters_within", "decode_run_time",
+    "decode_iters_within", "decode_run_time", "decode_run_within",
     "decode_time",
     "get_gpu",
     "get_model",

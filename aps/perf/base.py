@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 DecodeTerms = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True, slots=True)
-class BatchShape:
+class BatchShape(NamedTuple):
     """What one engine iteration processes, reduced to the sums its cost depends on.
+    (A named tuple: the simulator makes several per iteration, and a frozen dataclass costs
+    twice as much to build.)
 
     num_prefill_tokens: prompt tokens (chunks) computed in this iteration.
     prefill_attn_pairs: sum over chunks of n * (c0 + (n + 1) / 2), chunk length n, c0 tokens
@@ -116,42 +116,62 @@ def decode_run_time(terms: DecodeTerms, ctx_sum: float, num_decode: int, iters: 
 def decode_iters_within(terms: DecodeTerms, ctx_sum: float, num_decode: int, start: float,
                         end: float, upper: int) -> int:
     """The most decode iterations (<= `upper`) of a fixed batch that, begun at `start`, end
-    by `end`: the n with `start + decode_run_time(..., n) <= end`, in O(1).
+    by `end`: the n with `start + decode_run_time(..., n) <= end`, in O(1)."""
+    return decode_run_within(terms, ctx_sum, num_decode, start, end, upper)[0]
+
+
+def decode_run_within(terms: DecodeTerms, ctx_sum: float, num_decode: int, start: float,
+                      end: float, upper: int) -> tuple[int, float]:
+    """`decode_iters_within`, and the `decode_run_time` of that many iterations.
 
     The time per iteration is the larger of two lines in the iteration index, and the larger
     one changes at most once: the sum is one quadratic in n before that point and another
     after, each solved for n. The answer is then checked against `decode_run_time` itself
-    (a step or two, for rounding), so it is what a search over n would find.
+    (n fits and n + 1 does not; a step or two more for rounding), so it is what a search over
+    n would find.
     """
-    def fits(n: int) -> bool:
-        return start + decode_run_time(terms, ctx_sum, num_decode, n) <= end
-    if upper <= 0 or not fits(1):
-        return 0
-    if fits(upper):
+    if upper <= 0:
+        return 0, 0.0
+    seconds = decode_run_time(terms, ctx_sum, num_decode, 1)
+    if start + seconds > end:
+        return 0, 0.0  # (the common case of a run cut by an arrival: one call)
+    n = max(1, min(upper, _iters_estimate(terms, ctx_sum, num_decode, end - start, upper)))
+    if n > 1:
+        seconds = decode_run_time(terms, ctx_sum, num_decode, n)
+    if start + seconds <= end:  # n fits: go up while the next one does
+        while n < upper:
+            more = decode_run_time(terms, ctx_sum, num_decode, n + 1)
+            if start + more > end:
+                break
+            n, seconds = n + 1, more
+        return n, seconds
+    while n > 1:  # n does not fit: go down until one does
+        n -= 1
+        seconds = decode_run_time(terms, ctx_sum, num_decode, n)
+        if start + seconds <= end:
+            return n, seconds
+    return 0, 0.0
+
+
+def _iters_estimate(terms: DecodeTerms, ctx_sum: float, num_decode: int, budget: float,
+                    upper: int) -> int:
+    """The n of `decode_run_within` solved in floating point (it may be off by one)."""
+    if budget == math.inf:
         return upper
     cb, cpc, mb, mpc = terms
     d = float(num_decode)
     c, m = (cb + cpc * ctx_sum, cpc * d), (mb + mpc * ctx_sum, mpc * d)  # (a, b): a + b*j
-    budget = end - start
     first, second = (c, m) if c[0] >= m[0] else (m, c)  # the larger at j = 0, then the other
     split = 0  # the first j where `second` is the larger
     if second[1] > first[1]:
         split = int((first[0] - second[0]) / (second[1] - first[1])) + 1
     if split <= 0 or split >= upper:  # `first` is the larger all the way
-        n = _line_count(*first, budget)
-    else:
-        used = _line_sum(*first, 0, split)
-        if used >= budget:
-            n = _line_count(*first, budget)
-        else:
-            a, b = second
-            n = split + _line_count(a + b * split, b, budget - used)
-    n = max(1, min(upper - 1, n))
-    while n > 1 and not fits(n):
-        n -= 1
-    while n < upper - 1 and fits(n + 1):
-        n += 1
-    return n
+        return _line_count(*first, budget)
+    used = _line_sum(*first, 0, split)
+    if used >= budget:
+        return _line_count(*first, budget)
+    a, b = second
+    return split + _line_count(a + b * split, b, budget - used)
 
 
 def _line_count(a: float, b: float, budget: float) -> int:

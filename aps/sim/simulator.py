@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aps.core import BatchConfig, Request, Scheduler
+from aps.core import BatchConfig, Request, Scheduler, StepPlan
 from aps.core.autoscale import AutoscaleConfig
-from aps.core.fastforward import advance_decode, decode_horizon
-from aps.perf import BatchShape, decode_iters_within
+from aps.core.fastforward import advance_decode, can_continue, decode_horizon
+from aps.perf import BatchShape, decode_run_within
 from aps.sim.events import Event
 from aps.sim.recorder import Recorder
-from aps.sim.replica import Replica, decode_run
+from aps.sim.replica import Replica, decode_run_flops
 from aps.sim.scaler import ClusterScaler
 from aps.sim.summary import RunTotals, summarize
 from aps.workload import Workload
@@ -126,8 +126,8 @@ class Simulation:
                 continue
             self.now = t
             if kind is END:
-                self._end_iteration(replica, t)
-                self._step(replica, t, arrivals[i] if i < n else math.inf)
+                if not self._end_iteration(replica, t, arrivals[i] if i < n else math.inf):
+                    self._step(replica, t, arrivals[i] if i < n else math.inf)
             elif t == replica.kick_at:
                 replica.kick_at = math.inf
                 if replica.plan is None:
@@ -161,6 +161,7 @@ class Simulation:
                       self.now, int(w.bid[i]), price=self.cfg.price)
         replica.outstanding_tokens += prompt + out
         replica.sched.submit(req, self.now)
+        replica.submitted = True
         self._settle(replica)
         self.rec.routed(i, replica.index)
         self._kick(replica, self.now)
@@ -182,19 +183,28 @@ class Simulation:
             return
         shape = BatchShape(*plan.shape())
         k = decode_horizon(sched, plan) if self.cfg.fast else 0
+        self._start(replica, plan, shape, k, now, next_arrival)
+
+    def _start(self, replica: Replica, plan: StepPlan, shape: BatchShape, k: int, now: float,
+               next_arrival: float) -> None:
+        """Run `plan`: one iteration, or when it is the first of `k` decode iterations of an
+        unchanged batch, as many of them as end by the next event from outside the replica
+        (an arrival, a throttled request's release, a deadline)."""
+        j = 0  # decode iterations run at once; 0: one plain step
         if k > 1:
-            horizon = min(next_arrival, sched.next_release(now), sched.next_deadline())
-            k, seconds, flops = self._jump(shape, k, now, horizon)
-        if k > 1:
-            replica.jump = k
-        else:
+            horizon = min(next_arrival, replica.sched.next_release(now),
+                          replica.sched.next_deadline())
+            j, seconds, flops = self._jump(shape, k, now, horizon)
+        if j <= 1:
             seconds, flops = self.perf.iteration_time(shape), self.perf.iteration_flops(shape)
-            replica.jump, k = 0, 1
-        replica.plan = plan
+            j = 1 if k else 0
+        replica.plan, replica.shape, replica.jump = plan, shape, j
+        replica.left, replica.submitted = k - j, False
         replica.busy_s += seconds
         replica.flops += flops
-        replica.iterations += k
-        replica.scheduled += k * len(plan.scheduled)
+        iterations = j or 1
+        replica.iterations += iterations
+        replica.scheduled += iterations * len(plan.scheduled)
         self.schedule(now + seconds, END, replica)
 
     def _jump(self, shape: BatchShape, k: int, now: float,
@@ -202,19 +212,29 @@ class Simulation:
         """The most decode iterations (<= k) that end no later than `horizon`, the next event
         from outside the replica (an arrival, a throttled request's release)."""
         d = shape.num_decode
-        j = decode_iters_within(self.perf.decode_terms(d), shape.decode_ctx_sum, d, now,
-                                horizon, k)
+        j, seconds = decode_run_within(self.perf.decode_terms(d), shape.decode_ctx_sum, d, now,
+                                       horizon, k)
         if j <= 1:
             return 1, 0.0, 0.0
-        return (j, *decode_run(self.perf, shape, j))
+        return j, seconds, decode_run_flops(self.perf, shape, j)
 
-    def _end_iteration(self, replica: Replica, t: float) -> None:
+    def _end_iteration(self, replica: Replica, t: float, next_arrival: float) -> bool:
+        """Account the iteration(s) that end at `t`. Returns whether the replica went on with
+        the next decode iteration of the same batch, without a step (`can_continue`)."""
         plan, replica.plan = replica.plan, None
-        if replica.jump:
-            advance_decode(replica.sched, replica.jump, t)
-        else:
-            replica.sched.complete_step(plan, t)
+        sched, j = replica.sched, replica.jump
+        if not j:
+            sched.complete_step(plan, t)
+            self._settle(replica)
+            return False
+        more = replica.left > 0 and not replica.submitted and can_continue(sched, t)
+        advance_decode(sched, j, t, reserve=1 if more else 0)
         self._settle(replica)
+        if more:  # nothing finished (the run was short of the horizon): the same batch decodes
+            d = replica.shape.num_decode  # each request's context grew by j
+            shape = BatchShape(0, 0, 0, d, replica.shape.decode_ctx_sum + j * d)
+            self._start(replica, plan, shape, replica.left, t, next_arrival)
+        return more
 
     # -- the summary -----------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aps.perf import BatchShape, decode_run_time, decode_time, make_perf_model
+from aps.perf import (BatchShape, decode_iters_within, decode_run_time, decode_run_within,
+                      decode_time, make_perf_model)
 
 CONFIGS = [
     ("llama-2-7b", "a100-80gb", 1),
@@ -165,3 +166,16 @@ def test_faster_gpu_is_faster():
              for g in ("a10g", "a100-80gb", "h100-sxm", "h200")}
     assert times["h200"] <= times["h100-sxm"] < times["a100-80gb"] < times["a10g"]
     assert math.isfinite(times["a10g"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(num_decode=st.integers(1, 256), ctx=st.integers(1, 4_000_000),
+       budget=st.floats(-1.0, 30.0), upper=st.integers(0, 3000))
+def test_decode_run_within_is_the_most_iterations_that_end_in_time(num_decode, ctx, budget, upper):
+    terms = make_perf_model(model="llama-3-8b", gpu="h100-sxm").decode_terms(num_decode)
+    start = 100.0
+    n, seconds = decode_run_within(terms, ctx, num_decode, start, start + budget, upper)
+    fits = [k for k in range(upper + 1) if start + decode_run_time(terms, ctx, num_decode, k) <= start + budget]
+    assert n == (max(fits) if fits and max(fits) > 0 else 0)
+    assert seconds == (decode_run_time(terms, ctx, num_decode, n) if n else 0.0)
+    assert decode_iters_within(terms, ctx, num_decode, start, start + budget, upper) == n

@@ -8,7 +8,7 @@ may also evict a running one that bids less and ranks after it.
 """
 from __future__ import annotations
 
-from aps.core.batch import StepPlan, StopReason
+from aps.core.batch import StepPlan, StopReason, shape_of
 from aps.core.batching.base import Admission
 from aps.core.errors import NeverFits
 from aps.core.request import Request, Status
@@ -28,6 +28,9 @@ class ContinuousBatching(Admission):
         kv, budget = s.kv, s.batch.max_num_batched_tokens
         scheduled = plan.scheduled
         blocks, block_size = kv.blocks.get, kv.block_size
+        # the plan's shape is summed on the way (one pass less): decodes and their context;
+        # a prefill chunk of a running request is rare, and leaves it to `StepPlan.shape`
+        decodes = context = chunks = 0
         for req in list(s.running):
             if budget == 0:
                 break
@@ -44,9 +47,18 @@ class ContinuousBatching(Admission):
                 kv.allocate(req.request_id, target)
             scheduled.append((req, n))
             budget -= n
+            if pending == 1 and req.num_output_tokens:
+                decodes += 1
+                context += target
+            else:
+                chunks += 1
         if plan.preempted:
             return StopReason.PREEMPTED
-        return self._admit(plan, budget, now)
+        first_admitted = len(scheduled)
+        reason = self._admit(plan, budget, now)
+        if not chunks and not plan.preempted:  # (priority preemption may have moved `scheduled`)
+            plan.sums = shape_of(scheduled[first_admitted:], (0, 0, 0, decodes, context))
+        return reason
 
     def _make_room(self, req: Request, target: int, plan: StepPlan) -> bool:
         """Preempt running requests, largest `preempt_key` first, until `req` can grow to
