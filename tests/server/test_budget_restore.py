@@ -17,7 +17,6 @@ from aps.server.gateway import Ask, Gateway
 from aps.store.cluster import Cluster, StoreUnavailable
 from aps.store.directory import Caller
 from aps.store.redis import Spend
-from redis_server import RedisServer
 
 CONFIG = """
 speed: 500
@@ -131,14 +130,12 @@ def test_a_budget_restarted_while_serving_starts_from_the_spend_it_knew(tmp_path
     gw.store.close()
 
 
-def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_path):
-    redis = RedisServer(tmp_path / "redis.log")
+def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_path, redis):
     gw = gateway(tmp_path, budget=True, redis_url=redis.url)
     start, end = period_bounds("day", time.time())
     price = gw.config.prices.for_model(gw.backend.model_name)
 
     async def main():
-        nonlocal redis
         other = Cluster(redis.url, "local", 0.5, 0.1, on_change=lambda: None)  # another replica
         thrifty = gw.directory.tenants["thrifty"]
         for i in range(4):  # it admits $0.28 (this gateway never reads the ledger)
@@ -149,7 +146,7 @@ def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_p
         assert (await gw.budgets.view("thrifty"))["spent_usd"] == pytest.approx(0.28)  # seen
         gw.budgets.store = DatabaseDown(gw.store)
         redis.stop()
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port)  # back empty
+        redis.start()  # back empty
         req = Request("here-0", "thrifty", 20, 50, 0.0, price=price)
         spend = await gw.budgets.shared_spend(req, thrifty)
         assert (await gw.cluster.admit(req, thrifty, spend)).ok
@@ -164,7 +161,6 @@ def test_a_redis_restarted_during_a_database_outage_keeps_the_spend_it_had(tmp_p
     try:
         asyncio.run(main())
     finally:
-        redis.stop()
         gw.store.close()
 
 
@@ -188,10 +184,9 @@ async def _spent_elsewhere(url: str, gw: Gateway, usd_each: float, n: int) -> No
     await other.close()
 
 
-def test_requests_waiting_on_redis_when_it_fails_are_not_served_from_zero_spend(tmp_path):
+def test_requests_waiting_on_redis_when_it_fails_are_not_served_from_zero_spend(tmp_path, redis):
     """Redis and the database down together: the budget that takes over knows nothing, and
     every request that was waiting on Redis is refused, not only those that come after."""
-    redis = RedisServer(tmp_path / "redis.log")
     gw = gateway(tmp_path, budget=True, redis_url=redis.url)
 
     async def main():
@@ -206,26 +201,23 @@ def test_requests_waiting_on_redis_when_it_fails_are_not_served_from_zero_spend(
     try:
         asyncio.run(main())
     finally:
-        redis.stop()
         gw.store.close()
 
 
-def test_a_stand_in_for_an_unread_spend_never_seeds_redis(tmp_path):
+def test_a_stand_in_for_an_unread_spend_never_seeds_redis(tmp_path, redis):
     """While the budget waits for its read it counts 0 (and refuses); a Redis restarted empty
     meanwhile must not start the period from that 0."""
-    redis = RedisServer(tmp_path / "redis.log")
     gw = gateway(tmp_path, budget=True, redis_url=redis.url)
     start = str(int(period_bounds("day", time.time())[0]))
 
     async def main():
-        nonlocal redis
         await _spent_elsewhere(redis.url, gw, 0.07, 7)
         gw.budgets.store = DatabaseDown(gw.store)
         redis.stop()
         assert await _try(gw) == "503 store_unavailable"  # Redis is found down here
         await gw.budgets.refresh()  # the store watch's turn: the read fails again
         assert gw.budgets.unknown("thrifty")
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port)  # back, empty
+        redis.start()  # back, empty
         await gw.cluster.step(None)
         assert not gw.cluster.degraded
         assert [await _try(gw) for _ in range(3)] == ["503 store_unavailable"] * 3
@@ -234,15 +226,13 @@ def test_a_stand_in_for_an_unread_spend_never_seeds_redis(tmp_path):
     try:
         asyncio.run(main())
     finally:
-        redis.stop()
         gw.store.close()
 
 
-def test_a_new_period_starts_from_zero_while_the_database_is_down(tmp_path, monkeypatch):
+def test_a_new_period_starts_from_zero_while_the_database_is_down(tmp_path, monkeypatch, redis):
     """Redis kept its keys (its mark says so): a period it has no key for is new, and starts
     from nothing, database or not."""
     from aps.server import budgets
-    redis = RedisServer(tmp_path / "redis.log")
     gw = gateway(tmp_path, budget=True, redis_url=redis.url)
 
     def tomorrow(period):
@@ -261,5 +251,4 @@ def test_a_new_period_starts_from_zero_while_the_database_is_down(tmp_path, monk
     try:
         asyncio.run(main())
     finally:
-        redis.stop()
         gw.store.close()

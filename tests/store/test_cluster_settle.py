@@ -9,7 +9,7 @@ import pytest
 from aps.core import Request, Tenant
 from aps.store.cluster import Cluster
 from aps.store.redis import Spend
-from redis_server import RedisServer
+from redis_server import Restartable
 
 PRICE = (0.001, 0.001)  # a dollar per thousand tokens: up to $0.07 a request of 20 + 50
 TENANT = Tenant("t", budget_usd=10.0, budget_period="total")
@@ -38,7 +38,7 @@ async def spent(cluster: Cluster, expected: float) -> float:
     return value
 
 
-async def outage(cluster: Cluster, redis: RedisServer) -> Request:
+async def outage(cluster: Cluster, redis: Restartable) -> Request:
     """Stop Redis and let the cluster notice at an admission, which the local limits then
     decide: that request (returned) reserved nothing in Redis."""
     redis.stop()
@@ -47,11 +47,10 @@ async def outage(cluster: Cluster, redis: RedisServer) -> Request:
     return during
 
 
-def test_a_reservation_that_waited_out_an_outage_settles_once_redis_is_back(tmp_path):
-    redis = RedisServer(tmp_path / "redis.log", data_dir=tmp_path)
+def test_a_reservation_that_waited_out_an_outage_settles_once_redis_is_back(kept_redis):
+    redis = kept_redis
 
     async def main():
-        nonlocal redis
         cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         early, running = request("early"), request("running")
         for req in (early, running):
@@ -59,7 +58,7 @@ def test_a_reservation_that_waited_out_an_outage_settles_once_redis_is_back(tmp_
         during = await outage(cluster, redis)
         cluster.on_end(ended(early, 10), TENANT)  # $0.03 in all: settled once Redis is back
         cluster.on_end(ended(during, 10), TENANT)  # $0.03, reserved nothing: counted then
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port, data_dir=tmp_path)
+        redis.start()
         assert await cluster.redis.spent("t", "total") == pytest.approx(0.14)  # kept its count
         await cluster.step(None)  # the probe: Redis is back
         assert not cluster.degraded
@@ -67,17 +66,11 @@ def test_a_reservation_that_waited_out_an_outage_settles_once_redis_is_back(tmp_
         cluster.on_end(ended(running, 30), TENANT)  # in flight through it all: $0.05
         assert await spent(cluster, 0.11) == pytest.approx(0.11)
         await cluster.close()
-    try:
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    asyncio.run(main())
 
 
-def test_a_redis_restarted_empty_is_not_settled_for_reservations_it_lost(tmp_path):
-    redis = RedisServer(tmp_path / "redis.log")
-
+def test_a_redis_restarted_empty_is_not_settled_for_reservations_it_lost(redis):
     async def main():
-        nonlocal redis
         cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         early, running = request("early"), request("running")
         for req in (early, running):
@@ -85,7 +78,7 @@ def test_a_redis_restarted_empty_is_not_settled_for_reservations_it_lost(tmp_pat
         during = await outage(cluster, redis)
         cluster.on_end(ended(early, 10), TENANT)
         cluster.on_end(ended(during, 10), TENANT)
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port)  # back empty
+        redis.start()  # back empty
         other = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         # another replica starts the period from its ledger, which bills early and during
         assert (await other.admit(request("other"), TENANT, spend(seed=0.06))).ok
@@ -96,10 +89,7 @@ def test_a_redis_restarted_empty_is_not_settled_for_reservations_it_lost(tmp_pat
         cluster.on_end(ended(running, 30), TENANT)
         assert await spent(cluster, 0.18) == pytest.approx(0.18)
         await cluster.close()
-    try:
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    asyncio.run(main())
 
 
 def _answer_lost(cluster: Cluster):
@@ -121,10 +111,9 @@ async def _noticed(cluster: Cluster) -> None:
     raise AssertionError("the lost answer was never noticed")
 
 
-def test_a_settlement_whose_answer_is_lost_counts_once(tmp_path):
+def test_a_settlement_whose_answer_is_lost_counts_once(redis):
     """Sent again, a correction (real cost minus reservation, negative) would count twice and
     let the tenant spend more than its budget."""
-    redis = RedisServer(tmp_path / "redis.log")
 
     async def main():
         cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
@@ -136,23 +125,19 @@ def test_a_settlement_whose_answer_is_lost_counts_once(tmp_path):
         await cluster.step(None)  # back: nothing is sent again
         assert await cluster.redis.spent("t", "total") == pytest.approx(0.03)
         await cluster.close()
-    try:
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    asyncio.run(main())
 
 
-def test_a_late_settlement_sent_again_counts_once(tmp_path):
-    redis = RedisServer(tmp_path / "redis.log", data_dir=tmp_path)
+def test_a_late_settlement_sent_again_counts_once(kept_redis):
+    redis = kept_redis
 
     async def main():
-        nonlocal redis
         cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         early = request("early")
         assert (await cluster.admit(early, TENANT, spend())).ok
         await outage(cluster, redis)
         cluster.on_end(ended(early, 10), TENANT)  # -$0.04 to settle once Redis is back
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port, data_dir=tmp_path)
+        redis.start()
         _answer_lost(cluster)
         await cluster.step(None)  # back, the settlement runs, its answer is lost
         assert cluster.degraded and await cluster.redis.spent("t", "total") == pytest.approx(0.03)
@@ -160,30 +145,23 @@ def test_a_late_settlement_sent_again_counts_once(tmp_path):
         assert not cluster.degraded and not cluster.late
         assert await cluster.redis.spent("t", "total") == pytest.approx(0.03)
         await cluster.close()
-    try:
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    asyncio.run(main())
 
 
-def test_what_a_replica_admitted_without_seeing_the_key_counts_whole_once_redis_is_back(tmp_path):
+def test_what_a_replica_admitted_without_seeing_the_key_counts_whole_once_redis_is_back(kept_redis):
     """A replica that never reserved in the period's key (started during the outage) knows no
     epoch: what it admitted meanwhile counts its whole cost, never nothing."""
-    redis = RedisServer(tmp_path / "redis.log", data_dir=tmp_path)
+    redis = kept_redis
 
     async def main():
-        nonlocal redis
         other = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         assert (await other.admit(request("other"), TENANT, spend())).ok  # $0.07
         await other.close()
         cluster = Cluster(redis.url, "local", 0.25, 0.1, on_change=lambda: None)
         during = await outage(cluster, redis)
         cluster.on_end(ended(during, 10), TENANT)  # $0.03
-        redis = RedisServer(tmp_path / "redis2.log", port=redis.port, data_dir=tmp_path)
+        redis.start()
         await cluster.step(None)
         assert await cluster.redis.spent("t", "total") == pytest.approx(0.10)
         await cluster.close()
-    try:
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    asyncio.run(main())
