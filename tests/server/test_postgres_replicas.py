@@ -13,7 +13,6 @@ import pytest
 from aps.bench.local.server import LocalServer
 from budgets import PRICES, THRIFTY, spend_alternately
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 (fixtures)
-from redis_server import RedisServer
 
 ADMIN = "admin-key-for-tests-0123456789"
 PASSWORD = "pw-never-logged"  # trust authentication: accepted, never needed, never shown
@@ -26,13 +25,6 @@ tenants:
   - {{id: busy, keys: [sk-busy-key]}}
   - {THRIFTY}
 """
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis.log")
-    yield server
-    server.stop()
 
 
 def with_password(url: str) -> str:
@@ -90,8 +82,8 @@ async def load(urls, acked: list, seconds: float, clients_per_url: int = 6) -> d
     return seen
 
 
-def test_keys_tenants_and_a_budget_are_shared_by_two_replicas(tmp_path, pg_url, redis_server):
-    a, b = replicas(tmp_path, pg_url, redis_server.url)
+def test_keys_tenants_and_a_budget_are_shared_by_two_replicas(tmp_path, pg_url, redis):
+    a, b = replicas(tmp_path, pg_url, redis.url)
     try:
         h = {"Authorization": f"Bearer {ADMIN}"}
         key = httpx.post(a.url + "/admin/tenants/busy/keys", headers=h).json()["key"]
@@ -121,8 +113,8 @@ def test_keys_tenants_and_a_budget_are_shared_by_two_replicas(tmp_path, pg_url, 
     assert "postgresql://aps:***@127.0.0.1" in logs and PASSWORD not in logs
 
 
-def test_a_replica_killed_under_load_loses_no_acknowledged_row(tmp_path, pg_url, redis_server):
-    a, b = replicas(tmp_path, pg_url, redis_server.url)
+def test_a_replica_killed_under_load_loses_no_acknowledged_row(tmp_path, pg_url, redis):
+    a, b = replicas(tmp_path, pg_url, redis.url)
     acked: list[str] = []
 
     async def main():

@@ -13,21 +13,13 @@ from aps.core import OverLimit, Request, Tenant, make_policy
 from aps.store.cluster import Cluster
 from aps.store.redis import RedisStore
 from budgets import PRICES, THRIFTY, spend_alternately
-from redis_server import RedisServer
 
 RATE, BURST = 300, 600
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis.log")
-    yield server
-    server.stop()
-
-
-def test_shared_bucket_takes_atomically_and_refunds_up_to_the_burst(redis_server):
+def test_shared_bucket_takes_atomically_and_refunds_up_to_the_burst(redis):
     async def main():
-        store = RedisStore(redis_server.url)
+        store = RedisStore(redis.url)
         t = Tenant("a", token_rate=10, token_burst=100, request_rate=1000, request_burst=1000)
         results = await asyncio.gather(*(store.take(t, 30) for _ in range(10)))
         assert sum(r.ok for r in results) == 3  # 3 x 30 of a burst of 100, never 4
@@ -45,10 +37,10 @@ def test_shared_bucket_takes_atomically_and_refunds_up_to_the_burst(redis_server
     asyncio.run(main())
 
 
-def test_fair_share_counters_follow_service_on_other_replicas(redis_server):
+def test_fair_share_counters_follow_service_on_other_replicas(redis):
     async def main():
-        one = Cluster(redis_server.url, "local", 0.5, 0.1, on_change=lambda: None)
-        two = Cluster(redis_server.url, "local", 0.5, 0.1, on_change=lambda: None)
+        one = Cluster(redis.url, "local", 0.5, 0.1, on_change=lambda: None)
+        two = Cluster(redis.url, "local", 0.5, 0.1, on_change=lambda: None)
         p1, p2 = make_policy("vtc"), make_policy("vtc")
         for p in (p1, p2):  # both replicas have a backlog of both tenants
             p.push(Request("x", "heavy", 10, 10, 0.0))
@@ -113,8 +105,8 @@ def degraded(url) -> float:
     return float(re.search(r"^aps:store_degraded (\S+)", text, re.M).group(1))
 
 
-def test_two_replicas_share_one_tenant_limit(tmp_path, redis_server):
-    servers = gateways(tmp_path, redis_server.url)
+def test_two_replicas_share_one_tenant_limit(tmp_path, redis):
+    servers = gateways(tmp_path, redis.url)
     try:
         got = asyncio.run(admitted_tokens([s.url for s in servers], 10.0))
     finally:
@@ -125,24 +117,21 @@ def test_two_replicas_share_one_tenant_limit(tmp_path, redis_server):
     assert abs(got["tokens"] - expected) <= 0.05 * expected, got
 
 
-def test_redis_restart_degrades_to_local_limits_and_recovers(tmp_path, redis_server):
-    servers = gateways(tmp_path, redis_server.url)
+def test_redis_restart_degrades_to_local_limits_and_recovers(tmp_path, redis):
+    servers = gateways(tmp_path, redis.url)
     urls = [s.url for s in servers]
     try:
         asyncio.run(admitted_tokens(urls, 1.0))
-        redis_server.stop()
+        redis.stop()
         during = asyncio.run(admitted_tokens(urls, 1.5))
         assert during["ok"] > 0 and during["other"] == 0  # served, on per-replica limits
         assert [degraded(u) for u in urls] == [1.0, 1.0]
-        restarted = RedisServer(tmp_path / "redis2.log", port=redis_server.port)
-        try:
-            deadline = time.monotonic() + 10
-            while any(degraded(u) for u in urls):
-                assert time.monotonic() < deadline, "the gateways did not notice Redis is back"
-                time.sleep(0.1)
-            after = asyncio.run(admitted_tokens(urls, 8.0))
-        finally:
-            restarted.stop()
+        redis.start()
+        deadline = time.monotonic() + 10
+        while any(degraded(u) for u in urls):
+            assert time.monotonic() < deadline, "the gateways did not notice Redis is back"
+            time.sleep(0.1)
+        after = asyncio.run(admitted_tokens(urls, 8.0))
     finally:
         for s in servers:
             assert s.stop() == 0  # no crash: a clean drain and exit
@@ -150,34 +139,32 @@ def test_redis_restart_degrades_to_local_limits_and_recovers(tmp_path, redis_ser
     assert abs(after["tokens"] - expected) <= 0.05 * expected, after
 
 
-def test_closed_mode_refuses_while_redis_is_down(tmp_path, redis_server):
-    (server,) = gateways(tmp_path, redis_server.url, n=1, down="closed")
+def test_closed_mode_refuses_while_redis_is_down(tmp_path, redis):
+    (server,) = gateways(tmp_path, redis.url, n=1, down="closed")
     try:
-        redis_server.stop()
+        redis.stop()
         r = httpx.post(server.url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "hi",
                                                              "max_tokens": 2},
                        headers={"Authorization": "Bearer sk-capped-key"}, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
         assert r.headers["retry-after"]
-        restarted = RedisServer(tmp_path / "redis2.log", port=redis_server.port)
-        try:
-            deadline = time.monotonic() + 10
-            while degraded(server.url):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-            ok = httpx.post(server.url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "hi",
-                                                                  "max_tokens": 2},
-                            headers={"Authorization": "Bearer sk-capped-key"}, timeout=10)
-            assert ok.status_code == 200
-        finally:
-            restarted.stop()
+        redis.start()
+        deadline = time.monotonic() + 10
+        while degraded(server.url):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ok = httpx.post(server.url + "/v1/completions", json={"model": "sim-llama-3-8b", "prompt": "hi",
+                                                              "max_tokens": 2},
+                        headers={"Authorization": "Bearer sk-capped-key"}, timeout=10)
+        assert ok.status_code == 200
+
     finally:
         server.stop()
 
 
-def test_demote_in_cluster_mode_queues_instead_of_refusing(redis_server):
+def test_demote_in_cluster_mode_queues_instead_of_refusing(redis):
     async def main():
-        cluster = Cluster(redis_server.url, "local", 0.5, 0.1, on_change=lambda: None)
+        cluster = Cluster(redis.url, "local", 0.5, 0.1, on_change=lambda: None)
         t = Tenant("d", token_rate=1, token_burst=20, over_limit=OverLimit.DEMOTE)
         first, second = Request("1", "d", 10, 10, 0.0), Request("2", "d", 10, 10, 0.0)
         assert (await cluster.admit(first, t)).ok and not first.demoted
@@ -187,7 +174,7 @@ def test_demote_in_cluster_mode_queues_instead_of_refusing(redis_server):
     asyncio.run(main())
 
 
-def test_fair_share_holds_across_two_replicas(tmp_path, redis_server):
+def test_fair_share_holds_across_two_replicas(tmp_path, redis):
     """Heavy keeps both replicas busy, light uses only replica B (one seat each, vtc). Alone,
     B would split its seat about evenly (light got 48% of B when measured) and heavy would get
     three times light's service over the cluster; with shared counters B knows heavy is served
@@ -196,7 +183,7 @@ def test_fair_share_holds_across_two_replicas(tmp_path, redis_server):
 speed: 2
 policy: vtc
 batch: {{max_num_seqs: 1}}
-store: {{redis_url: {redis_server.url}, sync_s: 0.1}}
+store: {{redis_url: {redis.url}, sync_s: 0.1}}
 tenants:
   - {{id: heavy, keys: [sk-heavy-key]}}
   - {{id: light, keys: [sk-light-key]}}
@@ -239,11 +226,11 @@ tenants:
 """
 
 
-def test_two_replicas_share_one_budget(tmp_path, redis_server):
+def test_two_replicas_share_one_budget(tmp_path, redis):
     """Each replica alone would let the tenant spend $0.50; together they let it spend $0.50,
     not twice that, refusing on both once it is spent."""
     db = tmp_path / "shared.db"
-    config = BUDGET_CONFIG.replace("REDIS", redis_server.url)
+    config = BUDGET_CONFIG.replace("REDIS", redis.url)
     servers = [LocalServer(config, log_path=tmp_path / f"gw{i}.log", db_path=db) for i in range(2)]
     try:
         codes, spent = spend_alternately(servers)
