@@ -121,8 +121,9 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
                                 **extra) as resp:
             if resp.status != 200:
                 code = resp.status
-                raise UpstreamError(code, _error_message(
-                    await resp.content.read(_MAX_ERROR_BYTES), code), not _client_fault(code))
+                raise UpstreamError(code, _error_message(await _whole(resp.content, _MAX_ERROR_BYTES,
+                                                                      cut=True), code),
+                                    not _client_fault(code))
             if not body["stream"]:
                 yield _parse(await _whole(resp.content), chat, whole=True)
                 return
@@ -140,13 +141,20 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
     raise UpstreamError(None, "the stream ended without [DONE]", retryable=True)
 
 
-async def _whole(content: aiohttp.StreamReader) -> bytes:
-    """A plain answer's body, up to `MAX_ANSWER_BYTES`."""
+async def _whole(content: aiohttp.StreamReader, limit: int | None = None,
+                 cut: bool = False) -> bytes:
+    """A body, however many pieces it comes in, up to `limit` (`MAX_ANSWER_BYTES`) bytes:
+    past it, the first `limit` bytes (`cut`) or a failed answer. An answer that large is the
+    client's doing (`max_tokens` with `logprobs`), not the replica's: it is not retried
+    elsewhere and counts nothing against the replica's breaker."""
+    limit = MAX_ANSWER_BYTES if limit is None else limit
     body = bytearray()
     async for piece in content.iter_any():
         body += piece
-        if len(body) > MAX_ANSWER_BYTES:
-            raise _too_long("answer", MAX_ANSWER_BYTES)
+        if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
+            raise _too_long("answer", limit, retryable=False)
     return bytes(body)
 
 
@@ -160,14 +168,16 @@ async def _data_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         if len(rest) > MAX_LINE_BYTES:
             raise _too_long("stream line", MAX_LINE_BYTES)
         for line in lines:
+            if len(line) > MAX_LINE_BYTES:  # whole in one read, or not: a broken server
+                raise _too_long("stream line", MAX_LINE_BYTES)
             if line.startswith(b"data:"):
                 yield line[5:].strip()
     if rest.startswith(b"data:"):  # a last line with no newline
         yield rest[5:].strip()
 
 
-def _too_long(what: str, limit: int) -> UpstreamError:
-    return UpstreamError(None, f"the upstream's {what} is over {limit:,} bytes", retryable=True)
+def _too_long(what: str, limit: int, retryable: bool = True) -> UpstreamError:
+    return UpstreamError(None, f"the upstream's {what} is over {limit:,} bytes", retryable)
 
 
 def _parse(data: bytes, chat: bool, whole: bool = False) -> Chunk:

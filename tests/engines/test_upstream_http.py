@@ -79,10 +79,36 @@ def test_a_stream_of_whole_lines_is_not_cut_by_the_line_cap(small_caps):
     assert len(chunks) == 2_000 and "".join(c.text for c in chunks) == "a" * 2_000
 
 
+def test_a_whole_line_over_the_cap_in_one_read_fails_too(small_caps):
+    async def one_long_line(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: " + b"x" * (80 << 10) + b"\n\n" + EVENT)  # one write
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+    with pytest.raises(UpstreamError, match="stream line is over 65,536 bytes"):
+        _collect(one_long_line, stream=True)
+
+
 def test_a_plain_answer_that_never_stops_fails_the_request(small_caps):
+    """Its size is the client's doing (`max_tokens` with `logprobs`): not tried again on
+    another replica, and nothing against this one's breaker."""
     with pytest.raises(UpstreamError, match="answer is over 262,144 bytes") as err:
         _collect(_endless(b'{"choices":[{"text":"', b"y" * 4096), stream=False)
-    assert err.value.retryable
+    assert not err.value.retryable and not err.value.replica_fault
+
+
+def test_an_error_answer_in_pieces_is_read_whole(small_caps):
+    async def slow_error(request):
+        resp = web.StreamResponse(status=400, headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(b'{"error": {"message"')
+        await asyncio.sleep(0.05)
+        await resp.write(b': "prompt too long"}}')
+        return resp
+    with pytest.raises(UpstreamError) as err:
+        _collect(slow_error, stream=False)
+    assert err.value.message == "upstream answered 400: prompt too long"
 
 
 def test_an_error_answer_is_read_only_as_far_as_its_message(small_caps):
