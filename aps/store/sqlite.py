@@ -118,6 +118,9 @@ class Store(SqlStore):
             except sqlite3.DatabaseError:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
+                # another process opening the file at the same time took this step first
+                if self.db.execute("PRAGMA user_version").fetchone()[0] > target:
+                    continue
                 raise
 
     def _transaction(self):

@@ -134,6 +134,33 @@ def test_a_file_with_a_request_billed_twice_keeps_its_first_row(tmp_path, monkey
     s.close()
 
 
+def test_two_processes_upgrading_one_file_at_once_both_start(tmp_path, monkeypatch):
+    """The second reads the old version, then finds the step taken when it comes to take it."""
+    path = tmp_path / "a.db"
+    monkeypatch.setattr(store_sqlite, "SCHEMA_VERSION", 3)
+    Store(path).close()
+    monkeypatch.undo()
+    last = store_sqlite.MIGRATIONS[-1]
+
+    class TakenMeanwhile(str):
+        """The last step's text; reading it first lets another process upgrade the file."""
+        def __format__(self, spec):
+            if not asked:
+                asked.append(True)
+                others.append(Store(path))  # migrates the file through the last step
+            return str.__format__(self, spec)
+    asked: list = []
+    others: list = []
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS",
+                        [*store_sqlite.MIGRATIONS[:-1], TakenMeanwhile(last)])
+    s = Store(path)
+    assert others and s.db.execute("PRAGMA user_version").fetchone()[0] == store_sqlite.SCHEMA_VERSION
+    s.record([row("r1")])
+    assert [r["request_id"] for r in others[0].usage()] == ["r1"]
+    s.close()
+    others[0].close()
+
+
 def test_migrations_upgrade_in_place_and_refuse_a_newer_schema(tmp_path, monkeypatch):
     path = tmp_path / "a.db"
     s = Store(path)
