@@ -94,29 +94,33 @@ class Budgets:
                 yield tenant.tenant_id, budget
 
     async def _read(self, tenant_id: str) -> bool:
-        """Raise a restored budget to what the ledger bills the tenant in the period (with this
-        replica's rows not yet written); never lower it: its stand-in may count reservations
-        the ledger has not billed yet. False: the database did not answer; `refresh` tries
-        again."""
-        budget = self._budget(tenant_id)
-        if budget is None:  # gone meanwhile (Redis is back, the budget removed)
-            self._unread.pop(tenant_id, None)
-            return True
-        budget.roll(self.now())
-        since, period_end = self._since(budget), budget.end
+        """`_follow` for a restored budget. False: the database did not answer; the tenant
+        stays where it was (refused, if nothing was known) and `refresh` tries again."""
         try:
-            billed = await self.store.run(self.store.spend, tenant_id, since)
+            await self._follow(tenant_id)
         except self.store.unreachable as exc:
             log.error("cannot read %s's spend from %s: %s", tenant_id, self.store.where, exc)
             return False
-        except Exception:  # whatever it was, the tenant stays refused and `refresh` retries
+        except Exception:  # whatever it was: `refresh` tries again
             log.exception("reading %s's spend failed", tenant_id)
             return False
+        return True
+
+    async def _follow(self, tenant_id: str) -> None:
+        """Raise the tenant's budget to what the ledger bills it in the period (with this
+        replica's rows not yet written); never lower it: it may count reservations the ledger
+        has not billed yet. Raises `store.unreachable`."""
+        budget = self._budget(tenant_id)
+        if budget is None:  # gone meanwhile (Redis is back, the budget removed)
+            self._unread.pop(tenant_id, None)
+            return
+        budget.roll(self.now())
+        since, period_end = self._since(budget), budget.end
+        billed = await self.store.run(self.store.spend, tenant_id, since)
         budget = self._budget(tenant_id)  # (the tenant's state may have been replaced)
         if budget is not None and budget.end == period_end:  # the period that was read
             budget.spent_usd = max(budget.spent_usd, billed + self.unwritten(tenant_id, since))
             self._unread.pop(tenant_id, None)
-        return True
 
     def unknown(self, tenant_id: str) -> bool:
         """Whether the tenant's budget waits for a spend it knew nothing of (`restore_soon`)."""
@@ -164,19 +168,13 @@ class Budgets:
         the period's rows: read every few seconds, not at every reload.)"""
         if not self.store.shared or time.monotonic() - self._followed < _LEDGER_READ_S:
             return
-        self._followed, now = time.monotonic(), self.now()
+        self._followed = time.monotonic()
         for tenant_id, state in list(self.sched.tenants.items()):
-            budget = state.budget
-            if budget is None:
-                continue
-            budget.roll(now)
-            since, period_end = self._since(budget), budget.end
-            try:
-                billed = await self.store.run(self.store.spend, tenant_id, since)
-            except self.store.unreachable:
-                return  # the ledger says so in the log; try again next time
-            if budget.end == period_end:  # still the period the sum was read for
-                budget.spent_usd = max(budget.spent_usd, billed + self.unwritten(tenant_id, since))
+            if state.budget is not None:
+                try:
+                    await self._follow(tenant_id)
+                except self.store.unreachable:
+                    return  # the ledger says so in the log; try again next time
 
     async def shared_spend(self, req: Request, tenant: Tenant) -> Spend | None:
         """The request's reservation against its tenant's budget, as Redis keeps it."""

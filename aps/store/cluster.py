@@ -55,7 +55,8 @@ class Cluster:
         # (tenant, period key, epoch) -> dollars to settle once Redis answers again: in the
         # key of that epoch, and in a key started since
         self.late: dict[tuple[str, str, str], tuple[float, float]] = {}
-        self._unsent: list[tuple[tuple[str, str, str], float, float, str]] = []  # ... and mark
+        # the late sum being sent, with its mark, until Redis's answer is seen
+        self._sending: tuple[tuple[str, str, str], float, float, str] | None = None
         self._epochs: dict[str, tuple[str, str]] = {}  # tenant -> (period key, epoch) last seen
         self._pushed: dict[str, float] = {}  # charged totals already added to Redis
         self._remote: dict[str, float] = {}  # other replicas' service already counted here
@@ -171,17 +172,17 @@ class Cluster:
     async def _settle_late(self) -> None:
         """Settle what ended while Redis was down, in the keys the reservations were made in.
         Each sum goes with a mark: one whose answer is lost is sent again, and counts once."""
-        while self.healthy and (self.late or self._unsent):
-            if not self._unsent:
+        while self.healthy and (self.late or self._sending):
+            if self._sending is None:
                 key, (delta, lost) = self.late.popitem()
-                self._unsent.append((key, delta, lost, uuid.uuid4().hex))
-            key, delta, lost, mark = self._unsent[-1]
+                self._sending = (key, delta, lost, uuid.uuid4().hex)
+            key, delta, lost, mark = self._sending
             try:
                 await self.redis.settle(*key, delta, lost, mark)
             except UNREACHABLE as exc:  # sent again, with its mark, once Redis answers
                 self._down(exc)
                 return
-            self._unsent.pop()
+            self._sending = None
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
