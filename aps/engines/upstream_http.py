@@ -120,10 +120,8 @@ async def stream_chunks(session: aiohttp.ClientSession, base_url: str, chat: boo
         async with session.post(base_url + path, data=encode_body(body), headers=headers,
                                 **extra) as resp:
             if resp.status != 200:
-                code = resp.status
-                raise UpstreamError(code, _error_message(await _whole(resp.content, _MAX_ERROR_BYTES,
-                                                                      cut=True), code),
-                                    not _client_fault(code))
+                code, raw = resp.status, await _whole(resp.content, _MAX_ERROR_BYTES, cut=True)
+                raise UpstreamError(code, _error_message(raw, code), not _client_fault(code))
             if not body["stream"]:
                 yield _parse(await _whole(resp.content), chat, whole=True)
                 return
